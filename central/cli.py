@@ -1,0 +1,35 @@
+"""`sentryline central …`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import typer
+
+from provisioning.clitools import config_or_exit, setup_logging
+
+app = typer.Typer(help="Run the central fusion-and-warning service.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    config: Path = typer.Option(..., "--config", "-c", help="central YAML file"),
+    log_level: str = typer.Option("info", help="debug, info, warning, error"),
+) -> None:
+    """Ingest gateway telemetry, evaluate the rules, issue CAP 1.2 warnings."""
+    from central.config import load_central_config
+    from central.service import CentralService
+
+    setup_logging(log_level)
+    cfg = config_or_exit(load_central_config, config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await CentralService(cfg).run(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,140 @@
+"""The central service's YAML configuration, validated with pydantic."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cloud_bridge.mqtt import BrokerSettings
+from provisioning.configfile import load_yaml_model
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
+DeviceRef = Annotated[
+    str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}/[a-z0-9][a-z0-9_.\-]{0,62}$")
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageConfig(_Strict):
+    url: str = "sqlite:///central.db"
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, url: str) -> str:
+        if not url.startswith("sqlite:///"):
+            raise ValueError("only sqlite:///PATH is supported so far (PostgreSQL is planned)")
+        return url
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.url.removeprefix("sqlite:///"))
+
+
+class HttpConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class CapConfig(_Strict):
+    sender: str = Field("sentryline@localhost", pattern=r"^[^\s,<&]+$")
+    identifier_prefix: str = Field("central", pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
+    utc_offset: str = Field("+08:00", description="offset written in CAP times, e.g. +08:00")
+    language: str = "en-US"
+
+    @field_validator("utc_offset")
+    @classmethod
+    def _offset(cls, value: str) -> str:
+        if not re.fullmatch(r"[+-](0\d|1[0-4]):[0-5]\d", value):
+            raise ValueError("utc_offset must look like +08:00 or -05:00")
+        return value
+
+    @property
+    def tz(self) -> timezone:
+        sign = -1 if self.utc_offset[0] == "-" else 1
+        hours, minutes = int(self.utc_offset[1:3]), int(self.utc_offset[4:6])
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+class Position(_Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class AssetConfig(_Strict):
+    id: Identifier
+    name: str = ""
+    type: str = "generic"
+    location: Position | None = None
+    radius_km: float = Field(0.1, gt=0, le=100)
+    devices: list[DeviceRef] = Field(
+        default_factory=list, description="'gateway/device' references bound to this asset"
+    )
+
+
+class GasRuleConfig(_Strict):
+    """CH4 thresholds as LEL ratios (0.25 = 25 %LEL); defaults follow GB/T 50493-2019."""
+
+    blue: float = Field(0.10, gt=0, lt=1)
+    blue_hold_s: float = Field(300, ge=0)
+    yellow: float = Field(0.25, gt=0, lt=1)
+    yellow_samples: int = Field(2, ge=1)
+    orange: float = Field(0.50, gt=0, lt=1)
+    orange_samples: int = Field(1, ge=1)
+    red_rising_samples: int = Field(2, ge=1, description="consecutive rises above orange")
+    rise_epsilon: float = Field(0.002, ge=0, description="smallest step that counts as rising")
+    hysteresis: float = Field(0.05, ge=0, lt=1, description="drop below threshold - this")
+    clear_samples: int = Field(3, ge=1, description="samples below before stepping down")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GasRuleConfig:
+        if not self.blue < self.yellow < self.orange:
+            raise ValueError("thresholds must satisfy blue < yellow < orange")
+        if self.yellow - self.hysteresis <= 0:
+            raise ValueError("hysteresis must be smaller than the yellow threshold")
+        return self
+
+
+class RulesConfig(_Strict):
+    gas_ch4: GasRuleConfig = GasRuleConfig()
+
+
+class CentralConfig(_Strict):
+    broker: BrokerSettings = BrokerSettings()
+    storage: StorageConfig = StorageConfig()
+    http: HttpConfig = HttpConfig()
+    cap: CapConfig = CapConfig()
+    assets: list[AssetConfig] = Field(default_factory=list)
+    rules: RulesConfig = RulesConfig()
+    client_id: str = Field("sentryline-central", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    ingest_batch_max: int = Field(512, ge=1, le=100_000)
+    ingest_batch_wait_s: float = Field(0.01, ge=0, le=5)
+
+    @model_validator(mode="after")
+    def _unique(self) -> CentralConfig:
+        seen: dict[str, str] = {}
+        ids: set[str] = set()
+        for asset in self.assets:
+            if asset.id in ids:
+                raise ValueError(f"duplicate asset id '{asset.id}'")
+            ids.add(asset.id)
+            for ref in asset.devices:
+                if ref in seen:
+                    raise ValueError(f"device '{ref}' bound to both '{seen[ref]}' and '{asset.id}'")
+                seen[ref] = asset.id
+        return self
+
+
+def load_central_config(path: str | Path) -> CentralConfig:
+    config = load_yaml_model(path, CentralConfig)
+    sqlite_path = config.storage.sqlite_path
+    if not sqlite_path.is_absolute():
+        resolved = Path(path).resolve().parent / sqlite_path
+        config.storage.url = f"sqlite:///{resolved}"
+    return config

@@ -1,0 +1,166 @@
+"""Ingest: validate → dedup → store → rules → warnings, for a batch of MQTT messages.
+
+Synchronous and transport-free so that the MQTT service, tests and offline replay tools all
+drive the same code. The service never crashes on input: every rejected message is counted
+by reason against the gateway named in its topic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from central.config import AssetConfig
+from central.fusion import AssetLevelFusion
+from central.rules.gas import GasCh4Rule
+from central.store import Store
+from central.warnings import AssetInfo, IssuedMessage, WarningManager
+from cloud_bridge.mqtt import parse_topic
+from cloud_bridge.senml import Pack, PackRejected, decode_pack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    content_type: str | None
+    received_at: float
+
+
+class AssetRegistry:
+    """Which asset a device belongs to: central's config first, then the gateway's birth."""
+
+    def __init__(self, assets: Sequence[AssetConfig], births: dict[str, dict]) -> None:
+        self._assets = {a.id: a for a in assets}
+        self._bindings = {ref: a.id for a in assets for ref in a.devices}
+        self._learned: dict[str, AssetInfo] = {}
+        self._learned_bindings: dict[str, str] = {}
+        for gateway, birth in births.items():
+            self.learn_birth(gateway, birth)
+
+    def learn_birth(self, gateway: str, birth: dict) -> None:
+        for device in birth.get("devices") or []:
+            if not isinstance(device, dict) or not isinstance(device.get("id"), str):
+                continue
+            asset = device.get("asset")
+            if not isinstance(asset, str):
+                continue
+            self._learned_bindings[f"{gateway}/{device['id']}"] = asset
+            loc = device.get("location") if isinstance(device.get("location"), dict) else {}
+            lat, lon = loc.get("lat"), loc.get("lon")
+            if isinstance(lat, int | float) and isinstance(lon, int | float):
+                self._learned[asset] = AssetInfo(asset, loc.get("description") or asset, lat, lon)
+
+    def asset_for(self, gateway: str, device: str) -> str:
+        ref = f"{gateway}/{device}"
+        return self._bindings.get(ref) or self._learned_bindings.get(ref) or f"{gateway}.{device}"
+
+    def info(self, asset: str) -> AssetInfo:
+        config = self._assets.get(asset)
+        if config is not None:
+            loc = config.location
+            return AssetInfo(
+                asset,
+                config.name or asset,
+                loc.lat if loc else None,
+                loc.lon if loc else None,
+                config.radius_km,
+            )
+        return self._learned.get(asset) or AssetInfo(asset, asset)
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        store: Store,
+        registry: AssetRegistry,
+        warnings: WarningManager,
+        rules: Sequence[GasCh4Rule],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.warnings = warnings
+        self.rules = list(rules)
+        self.rejected: Counter[str] = Counter()
+        self.fusion = AssetLevelFusion()
+        for warning in warnings.active.values():
+            self.fusion.restore(warning.asset, warning.warning_type, warning.level)  # type: ignore[arg-type]
+
+    def _reject(self, gateway: str, reason: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        self.store.record_rejection(gateway, reason, detail)
+        log.warning("rejected message from %s: %s: %s", gateway, reason, detail)
+
+    def handle(self, batch: Sequence[Inbound]) -> list[IssuedMessage]:
+        packs: list[Pack] = []
+        received_at = batch[-1].received_at if batch else 0.0
+        for msg in batch:
+            parsed = parse_topic(msg.topic)
+            if parsed is None:
+                self._reject("?", "bad_topic", msg.topic[:200])
+                continue
+            site, gateway, kind = parsed
+            if kind == "state":
+                self._handle_state(site, gateway, msg)
+                continue
+            if kind != "telemetry":
+                self._reject(gateway, "bad_topic", msg.topic[:200])
+                continue
+            try:
+                pack = decode_pack(msg.payload, msg.content_type)
+            except PackRejected as exc:
+                self._reject(gateway, exc.reason, exc.detail)
+                continue
+            except Exception as exc:  # never crash on input; count it and keep going
+                self._reject(gateway, "internal_error", repr(exc))
+                continue
+            if pack.gateway != gateway:
+                self._reject(gateway, "gateway_mismatch", f"pack says '{pack.gateway}'")
+                continue
+            packs.append(pack)
+        if not packs:
+            return []
+        result = self.store.ingest(packs, received_at)
+        return self._evaluate(result.new)
+
+    def _handle_state(self, site: str, gateway: str, msg: Inbound) -> None:
+        try:
+            body = json.loads(msg.payload)
+            state = body["state"]
+            if not isinstance(body, dict) or state not in ("online", "offline"):
+                raise ValueError("state must be online or offline")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._reject(gateway, "bad_state", str(exc)[:200])
+            return
+        epoch = body.get("epoch") if isinstance(body.get("epoch"), int) else None
+        birth = body if state == "online" and isinstance(body.get("devices"), list) else None
+        if birth:
+            self.registry.learn_birth(gateway, birth)
+        self.store.update_gateway(gateway, site, state, epoch, birth, msg.received_at)
+
+    def _evaluate(self, packs: Sequence[Pack]) -> list[IssuedMessage]:
+        issued: list[IssuedMessage] = []
+        by_quantity = {rule.quantity: rule for rule in self.rules}
+        samples = [
+            (record.time, pack.gateway, record)
+            for pack in packs
+            for record in pack.records
+            if record.quantity in by_quantity and isinstance(record.value, float)
+        ]
+        samples.sort(key=lambda s: s[0])  # rules judge on event time
+        for t, gateway, record in samples:
+            rule = by_quantity[record.quantity]
+            series = f"{gateway}/{record.name}"
+            transition = rule.observe(series, t, record.value, record.quality)  # type: ignore[arg-type]
+            asset = self.registry.asset_for(gateway, record.device)
+            fused = self.fusion.update(asset, rule.warning_type, series, t, transition)
+            if fused is not None:
+                message = self.warnings.apply(fused)
+                if message is not None:
+                    issued.append(message)
+        return issued

@@ -1,0 +1,138 @@
+"""The central service process: MQTT ingest loop + HTTP API under one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+import aiomqtt
+import uvicorn
+
+from central.api import create_app
+from central.config import CentralConfig
+from central.ingest import AssetRegistry, Inbound, IngestPipeline
+from central.rules.gas import GasCh4Rule
+from central.store import Store
+from central.warnings import WarningManager
+from cloud_bridge.mqtt import (
+    ALERTS_TOPIC,
+    STATE_FILTER,
+    TELEMETRY_FILTER,
+    ClientOptions,
+    content_type_properties,
+    make_client,
+    message_content_type,
+)
+
+log = logging.getLogger(__name__)
+CAP_CONTENT_TYPE = "application/cap+xml"
+
+
+class CentralService:
+    def __init__(self, config: CentralConfig) -> None:
+        self.config = config
+        self.store = Store(config.storage.sqlite_path)
+        self.registry = AssetRegistry(config.assets, self.store.gateway_births())
+        self.warnings = WarningManager(self.store, config.cap, self.registry.info)
+        self.pipeline = IngestPipeline(
+            self.store, self.registry, self.warnings, [GasCh4Rule(config.rules.gas_ch4)]
+        )
+        self.counters: dict[str, Any] = {"messages": 0, "batches": 0, "mqtt_connects": 0}
+        self.app = create_app(self.store, self.counters)
+        self.ready = asyncio.Event()
+        self.http_port: int | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host=self.config.http.host,
+                port=self.config.http.port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        try:
+            async with asyncio.TaskGroup() as tg:
+                http = tg.create_task(server.serve())
+                mqtt = tg.create_task(self._mqtt_loop(stop))
+                while not server.started:
+                    if http.done():
+                        await http  # surfaces the bind error
+                        raise RuntimeError("HTTP server stopped before starting")
+                    await asyncio.sleep(0.02)
+                self.http_port = server.servers[0].sockets[0].getsockname()[1]
+                await stop.wait()
+                server.should_exit = True
+                mqtt.cancel()
+        finally:
+            self.store.close()
+
+    async def _mqtt_loop(self, stop: asyncio.Event) -> None:
+        delay = 0.2
+        # A persistent session: the broker queues QoS 1 packs while central is down.
+        options = ClientOptions(
+            identifier=self.config.client_id,
+            clean_start=False,
+            session_expiry_s=7 * 86400,
+            max_inflight=256,
+        )
+        while not stop.is_set():
+            try:
+                async with make_client(self.config.broker, options) as client:
+                    self.counters["mqtt_connects"] += 1
+                    await client.subscribe(TELEMETRY_FILTER, qos=1)
+                    await client.subscribe(STATE_FILTER, qos=1)
+                    await self._publish_pending(client)
+                    self.ready.set()
+                    delay = 0.2
+                    await self._consume(client)
+            except aiomqtt.MqttError as exc:
+                self.ready.clear()
+                sleep = delay * random.uniform(0.5, 1.5)
+                log.warning("central: broker connection lost (%s); retry in %.2fs", exc, sleep)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), sleep)
+                delay = min(delay * 2, 30.0)
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        messages = client.messages
+        cfg = self.config
+        while True:
+            batch = [await anext(messages)]
+            # Never cancel a pending anext(): aiomqtt may already have taken a message off
+            # its queue for it, and that message would be lost. Wait, then take what queued.
+            if cfg.ingest_batch_wait_s and len(messages) < cfg.ingest_batch_max:
+                await asyncio.sleep(cfg.ingest_batch_wait_s)
+            for _ in range(min(len(messages), cfg.ingest_batch_max - 1)):
+                batch.append(await anext(messages))
+            now = time.time()
+            inbound = [
+                Inbound(str(m.topic), _as_bytes(m.payload), message_content_type(m), now)
+                for m in batch
+            ]
+            issued = self.pipeline.handle(inbound)
+            self.counters["messages"] += len(batch)
+            self.counters["batches"] += 1
+            if issued:
+                await self._publish_pending(client)
+
+    async def _publish_pending(self, client: aiomqtt.Client) -> None:
+        props = content_type_properties(self.config.broker, CAP_CONTENT_TYPE)
+        for identifier, xml in self.store.unpublished_alerts():
+            await client.publish(ALERTS_TOPIC, xml, qos=1, properties=props)
+            self.store.mark_published([identifier])
+            log.info("CAP %s published", identifier)
+
+
+def _as_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode()
+    return str(payload).encode()

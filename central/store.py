@@ -1,0 +1,310 @@
+"""Central storage: idempotent ingest keyed by (gateway, epoch, seq), alerts, warnings, stats.
+
+SQLite by default. Statements stay portable (``ON CONFLICT … DO …`` exists in SQLite ≥ 3.24
+and PostgreSQL) so a PostgreSQL backend can follow with the same schema file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from cloud_bridge.senml import Pack
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    new: list[Pack]
+    duplicates: list[Pack]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    identifier: str
+    sender: str
+    sent: str
+    msg_type: str
+    level: str
+    asset: str
+    warning_type: str
+    event_time: float
+    created_at: float
+    xml: bytes
+
+
+@dataclass(slots=True)
+class WarningRow:
+    id: str
+    asset: str
+    warning_type: str
+    level: str
+    active: bool
+    raised_event_time: float
+    updated_event_time: float
+    cleared_event_time: float | None
+    message_chain: list[tuple[str, str, str]]
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(resources.files("central").joinpath("schema.sql").read_text())
+        # Alerts not yet confirmed on MQTT are re-published after a reconnect or restart.
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
+        if "published" not in columns:
+            self._db.execute("ALTER TABLE alerts ADD COLUMN published INTEGER NOT NULL DEFAULT 0")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    # -- ingest --------------------------------------------------------------------------
+    def ingest(self, packs: Sequence[Pack], received_at: float) -> IngestResult:
+        """Store every pack not seen before, in one transaction; report the duplicates."""
+        new: list[Pack] = []
+        duplicates: list[Pack] = []
+        self._begin()
+        try:
+            for pack in packs:
+                cursor = self._db.execute(
+                    "INSERT INTO packs_seen (gateway, epoch, seq, received_at, n_records, replayed)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (*pack.key, received_at, len(pack.records), int(pack.replayed)),
+                )
+                (new if cursor.rowcount == 1 else duplicates).append(pack)
+            rows = []
+            for pack in new:
+                for r in pack.records:
+                    v = vs = vb = None
+                    if isinstance(r.value, bool):
+                        vb = int(r.value)
+                    elif isinstance(r.value, str):
+                        vs = r.value
+                    else:
+                        v = r.value
+                    rows.append(
+                        (
+                            pack.gateway,
+                            r.device,
+                            r.quantity,
+                            r.time,
+                            v,
+                            vs,
+                            vb,
+                            r.unit,
+                            r.update_time,
+                            r.quality,
+                            pack.epoch,
+                            pack.seq,
+                        )
+                    )
+            self._db.executemany(
+                "INSERT INTO readings (gateway, device, quantity, t, v, vs, vb, unit, ut, q,"
+                " epoch, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._count_devices(new, stored=True)
+            self._count_devices(duplicates, stored=False)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return IngestResult(new, duplicates)
+
+    def _count_devices(self, packs: Iterable[Pack], stored: bool) -> None:
+        tally: dict[tuple[str, str], list[float]] = {}
+        for pack in packs:
+            for r in pack.records:
+                entry = tally.setdefault((pack.gateway, r.device), [0, r.time])
+                entry[0] += 1
+                entry[1] = max(entry[1], r.time)
+        self._db.executemany(
+            "INSERT INTO device_stats (gateway, device, received, stored, duplicates, last_time)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gateway, device) DO UPDATE SET"
+            " received = device_stats.received + excluded.received,"
+            " stored = device_stats.stored + excluded.stored,"
+            " duplicates = device_stats.duplicates + excluded.duplicates,"
+            " last_time = MAX(COALESCE(device_stats.last_time, 0),"
+            " COALESCE(excluded.last_time, 0))",
+            [
+                (gw, dev, n, n if stored else 0, 0 if stored else n, last if stored else None)
+                for (gw, dev), (n, last) in tally.items()
+            ],
+        )
+
+    def record_rejection(self, gateway: str, reason: str, detail: str) -> None:
+        self._db.execute(
+            "INSERT INTO rejections (gateway, reason, count, last_detail) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (gateway, reason) DO UPDATE SET count = rejections.count + 1,"
+            " last_detail = excluded.last_detail",
+            (gateway, reason, detail[:500]),
+        )
+
+    def update_gateway(
+        self,
+        gateway: str,
+        site: str,
+        state: str,
+        epoch: int | None,
+        birth: dict | None,
+        when: float,
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO gateways (gateway, site, state, epoch, last_seen, birth)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gateway) DO UPDATE SET"
+            " site = excluded.site, state = excluded.state,"
+            " epoch = COALESCE(excluded.epoch, gateways.epoch), last_seen = excluded.last_seen,"
+            " birth = COALESCE(excluded.birth, gateways.birth)",
+            (gateway, site, state, epoch, when, json.dumps(birth) if birth else None),
+        )
+
+    def gateway_births(self) -> dict[str, dict]:
+        rows = self._db.execute("SELECT gateway, birth FROM gateways WHERE birth IS NOT NULL")
+        return {gw: json.loads(birth) for gw, birth in rows}
+
+    # -- alerts and warnings --------------------------------------------------------------
+    def save_alert(self, alert: AlertRow, warning: WarningRow) -> None:
+        """The CAP message and the warning's new state, atomically."""
+        self._begin()
+        try:
+            self._db.execute(
+                "INSERT INTO alerts (identifier, sender, sent, msg_type, level, asset,"
+                " warning_type, event_time, created_at, xml) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    alert.identifier,
+                    alert.sender,
+                    alert.sent,
+                    alert.msg_type,
+                    alert.level,
+                    alert.asset,
+                    alert.warning_type,
+                    alert.event_time,
+                    alert.created_at,
+                    alert.xml.decode(),
+                ),
+            )
+            self._db.execute(
+                "INSERT INTO warnings (id, asset, warning_type, level, active, raised_event_time,"
+                " updated_event_time, cleared_event_time, message_chain)"
+                " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET"
+                " level = excluded.level, active = excluded.active,"
+                " updated_event_time = excluded.updated_event_time,"
+                " cleared_event_time = excluded.cleared_event_time,"
+                " message_chain = excluded.message_chain",
+                (
+                    warning.id,
+                    warning.asset,
+                    warning.warning_type,
+                    warning.level,
+                    int(warning.active),
+                    warning.raised_event_time,
+                    warning.updated_event_time,
+                    warning.cleared_event_time,
+                    json.dumps(warning.message_chain),
+                ),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def mark_published(self, identifiers: Sequence[str]) -> None:
+        self._db.executemany(
+            "UPDATE alerts SET published = 1 WHERE identifier = ?", [(i,) for i in identifiers]
+        )
+
+    def unpublished_alerts(self) -> list[tuple[str, bytes]]:
+        rows = self._db.execute(
+            "SELECT identifier, xml FROM alerts WHERE published = 0 ORDER BY created_at"
+        )
+        return [(ident, xml.encode()) for ident, xml in rows]
+
+    def active_warnings(self) -> list[WarningRow]:
+        rows = self._db.execute(
+            "SELECT id, asset, warning_type, level, active, raised_event_time, updated_event_time,"
+            " cleared_event_time, message_chain FROM warnings WHERE active = 1"
+        ).fetchall()
+        return [
+            WarningRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                bool(r[4]),
+                r[5],
+                r[6],
+                r[7],
+                [tuple(x) for x in json.loads(r[8])],
+            )
+            for r in rows
+        ]
+
+    def list_alerts(self, limit: int = 1000) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT identifier, sender, sent, msg_type, level, asset, warning_type, event_time"
+            " FROM alerts ORDER BY created_at, identifier LIMIT ?",
+            (limit,),
+        ).fetchall()
+        keys = ("identifier", "sender", "sent", "msgType", "level", "asset", "type", "event_time")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def alert_xml(self, identifier: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT xml FROM alerts WHERE identifier = ?", (identifier,)
+        ).fetchone()
+        return row[0].encode() if row else None
+
+    def list_warnings(self) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT id, asset, warning_type, level, active, raised_event_time,"
+            " cleared_event_time FROM warnings ORDER BY raised_event_time"
+        ).fetchall()
+        keys = ("id", "asset", "type", "level", "active", "event_time", "cleared_event_time")
+        return [dict(zip(keys, row, strict=True)) | {"active": bool(row[4])} for row in rows]
+
+    # -- stats ---------------------------------------------------------------------------
+    def stats(self) -> dict:
+        gateways: dict[str, dict] = {}
+        for gw, site, state, epoch, last_seen in self._db.execute(
+            "SELECT gateway, site, state, epoch, last_seen FROM gateways"
+        ):
+            gateways[gw] = {"site": site, "state": state, "epoch": epoch, "last_seen": last_seen}
+
+        def entry(gw: str) -> dict:
+            return gateways.setdefault(gw, {"site": None, "state": "unknown"}) | {}
+
+        totals = {"received": 0, "stored": 0, "duplicates": 0, "rejected": 0}
+        for gw, dev, received, stored, dups, last_time in self._db.execute(
+            "SELECT gateway, device, received, stored, duplicates, last_time FROM device_stats"
+        ):
+            g = gateways.setdefault(gw, entry(gw))
+            g.setdefault("devices", {})[dev] = {
+                "received": received,
+                "stored": stored,
+                "duplicates": dups,
+                "last_time": last_time,
+            }
+            for key, value in (("received", received), ("stored", stored), ("duplicates", dups)):
+                g[key] = g.get(key, 0) + value
+                totals[key] += value
+        for gw, reason, count in self._db.execute("SELECT gateway, reason, count FROM rejections"):
+            g = gateways.setdefault(gw, entry(gw))
+            g.setdefault("rejected", {})[reason] = count
+            totals["rejected"] += count
+        for g in gateways.values():
+            g.setdefault("devices", {})
+            g.setdefault("rejected", {})
+            for key in ("received", "stored", "duplicates"):
+                g.setdefault(key, 0)
+        (n_readings,) = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()
+        return {"totals": totals | {"readings_rows": n_readings}, "gateways": gateways}

@@ -1,0 +1,162 @@
+"""Warning lifecycle: at most one active warning per (asset, type), told in CAP 1.2.
+
+A new warning is a CAP ``Alert``; a level change is an ``Update`` whose ``references`` list
+every earlier message of the warning; a clear is a ``Cancel`` referencing them all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from central.cap import (
+    CapArea,
+    CapMessage,
+    CapReference,
+    format_cap_time,
+    make_identifier,
+    render_cap,
+)
+from central.config import CapConfig
+from central.rules.base import Level, Transition
+from central.store import AlertRow, Store, WarningRow
+
+EVENT_NAMES = {"gas_leak": "Combustible gas leak"}
+INSTRUCTIONS = {
+    "red": "Evacuate the area, cut ignition sources and isolate the gas supply now.",
+    "orange": "Dispatch a crew; keep people out of the space; prepare to isolate the supply.",
+    "yellow": "Check the detector and the neighbouring sensors; ventilate; monitor closely.",
+    "blue": "Monitor the trend.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AssetInfo:
+    id: str
+    name: str
+    lat: float | None = None
+    lon: float | None = None
+    radius_km: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedMessage:
+    identifier: str
+    msg_type: str
+    level: Level
+    asset: str
+    warning_type: str
+    event_time: float
+    xml: bytes
+
+
+class WarningManager:
+    def __init__(
+        self,
+        store: Store,
+        cap: CapConfig,
+        asset_info: Callable[[str], AssetInfo],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.cap = cap
+        self._asset_info = asset_info
+        self._clock = clock
+        self._serial = itertools.count(1)
+        self.active: dict[tuple[str, str], WarningRow] = {
+            (w.asset, w.warning_type): w for w in store.active_warnings()
+        }
+
+    def _when(self, seconds: float) -> datetime:
+        return datetime.fromtimestamp(seconds, UTC).astimezone(self.cap.tz)
+
+    def apply(self, tr: Transition) -> IssuedMessage | None:
+        key = (tr.asset, tr.warning_type)
+        current = self.active.get(key)
+        if tr.level is None:
+            if current is None:
+                return None
+            return self._issue("Cancel", current.level, tr, current)
+        if current is None:
+            return self._issue("Alert", tr.level, tr, None)
+        if current.level == tr.level:
+            return None
+        return self._issue("Update", tr.level, tr, current)
+
+    def _issue(
+        self, msg_type: str, level: Level, tr: Transition, current: WarningRow | None
+    ) -> IssuedMessage:
+        now = self._clock()
+        sent = self._when(now)
+        identifier = make_identifier(self.cap.identifier_prefix, sent, next(self._serial))
+        # The serial restarts with the process; a random tail keeps identifiers unique.
+        identifier = f"{identifier}-{uuid.uuid4().hex[:6]}"
+        chain = list(current.message_chain) if current else []
+        info = self._asset_info(tr.asset)
+        event = EVENT_NAMES.get(tr.warning_type, tr.warning_type.replace("_", " "))
+        if msg_type == "Cancel":
+            headline = f"{event} at {info.name}: cleared"
+        else:
+            headline = f"{level.upper()} warning: {event} at {info.name}"
+        message = CapMessage(
+            identifier=identifier,
+            sender=self.cap.sender,
+            sent=sent,
+            msg_type=msg_type,  # type: ignore[arg-type]
+            level=level,
+            event=event,
+            headline=headline,
+            description=tr.summary,
+            effective=self._when(tr.event_time),
+            area=CapArea(info.name, info.lat, info.lon, info.radius_km),
+            parameters=(
+                ("RULE_ID", tr.rule_id),
+                ("ASSET_ID", tr.asset),
+                ("WARNING_TYPE", tr.warning_type),
+                *sorted(tr.trigger.items()),
+            ),
+            references=tuple(CapReference(s, i, datetime.fromisoformat(t)) for s, i, t in chain),
+            language=self.cap.language,
+            instruction=None if msg_type == "Cancel" else INSTRUCTIONS[level],
+            note="Condition cleared" if msg_type == "Cancel" else None,
+        )
+        xml = render_cap(message)
+        chain.append((self.cap.sender, identifier, format_cap_time(sent)))
+        warning = WarningRow(
+            id=current.id if current else f"w-{uuid.uuid4().hex[:12]}",
+            asset=tr.asset,
+            warning_type=tr.warning_type,
+            level=level,
+            active=msg_type != "Cancel",
+            raised_event_time=current.raised_event_time if current else tr.event_time,
+            updated_event_time=tr.event_time,
+            cleared_event_time=tr.event_time if msg_type == "Cancel" else None,
+            message_chain=chain,
+        )
+        self.store.save_alert(
+            AlertRow(
+                identifier,
+                self.cap.sender,
+                format_cap_time(sent),
+                msg_type,
+                level,
+                tr.asset,
+                tr.warning_type,
+                tr.event_time,
+                now,
+                xml,
+            ),
+            warning,
+        )
+        key = (tr.asset, tr.warning_type)
+        if warning.active:
+            self.active[key] = warning
+        else:
+            self.active.pop(key, None)
+        return IssuedMessage(
+            identifier, msg_type, level, tr.asset, tr.warning_type, tr.event_time, xml
+        )

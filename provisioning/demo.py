@@ -1,0 +1,368 @@
+"""`sentryline demo`: the whole data path on one machine, with real processes.
+
+broker (Mosquitto, else embedded amqtt) · central service · Modbus simulator playing the
+gas-leak scenario · gateway daemon — each its own process on loopback, all stopped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from central.cap import parse_cap
+from cloud_bridge.mqtt import ALERTS_TOPIC, BrokerSettings, ClientOptions, make_client
+from cloud_bridge.outbox import open_readonly_stats
+from drivers.sim.scenario import load_scenario
+
+LEVEL_STYLE = {
+    "blue": "bold blue",
+    "yellow": "bold yellow",
+    "orange": "bold dark_orange",
+    "red": "bold red",
+}
+DEMO_SITE = "demo-site"
+DEMO_GATEWAY = "gw-demo"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+@dataclass
+class Processes:
+    """Every process the demo starts, stopped (by PID, SIGTERM then SIGKILL) at the end."""
+
+    workdir: Path
+    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        kwargs.setdefault("stdout", log)
+        proc = subprocess.Popen(argv, stderr=log, stdin=subprocess.DEVNULL, **kwargs)
+        self.started.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.started):
+            self.stop(proc, 5.0)
+
+    def check_alive(self) -> None:
+        for name, proc in self.started:
+            if proc.poll() is not None:
+                log = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log}")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "provisioning.cli", *args]
+
+
+def start_broker(procs: Processes, console: Console) -> tuple[str, str]:
+    """(broker url, protocol). Mosquitto when installed; else an embedded amqtt (MQTT 3.1.1)."""
+    port = free_port()
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if binary:
+        conf = procs.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+            "set_tcp_nodelay true\npersistence false\n"
+        )
+        procs.start("mosquitto", [binary, "-c", str(conf)])
+        wait_for_port(port, 10)
+        console.print(f"broker: Mosquitto ({binary}) on 127.0.0.1:{port}")
+        return f"mqtt://127.0.0.1:{port}", "5"
+    try:
+        import amqtt  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "no MQTT broker: install Mosquitto (apt-get install mosquitto) or `pip install amqtt`"
+        ) from None
+    conf = procs.workdir / "amqtt.yaml"
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+                },
+            }
+        )
+    )
+    procs.start("amqtt", [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)])
+    wait_for_port(port, 15)
+    console.print(f"broker: embedded amqtt on 127.0.0.1:{port} (MQTT 3.1.1: no content type)")
+    return f"mqtt://127.0.0.1:{port}", "3.1.1"
+
+
+def _http_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _http_bytes(port: int, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return response.read()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _wait_http(port: int, timeout: float, procs: Processes) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.check_alive()
+        with contextlib.suppress(OSError):
+            _http_json(port, "/healthz")
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"central did not answer on port {port} within {timeout:.0f}s")
+
+
+async def _watch_alerts(
+    broker: BrokerSettings, console: Console, seen: list[dict], ready: asyncio.Event
+) -> None:
+    """Show each CAP message as central publishes it."""
+    async with make_client(broker, ClientOptions(identifier="sl-demo-watch")) as client:
+        await client.subscribe(ALERTS_TOPIC, qos=1)
+        ready.set()
+        async for message in client.messages:
+            cap = parse_cap(bytes(message.payload))  # type: ignore[arg-type]
+            seen.append(cap)
+            level = cap["level"]
+            console.print(
+                f"  CAP {cap['msgType']:<6} [{LEVEL_STYLE[level]}]{level.upper():<6}[/] "
+                f"{cap['event']} — {cap['identifier']}"
+            )
+
+
+async def _play(
+    procs: Processes,
+    console: Console,
+    *,
+    central_port: int,
+    play_seconds: float,
+    gateway_cmd: list[str],
+    sim_cmd: list[str],
+) -> subprocess.Popen[bytes]:
+    """Start simulator and gateway, report progress for ``play_seconds``; return the gateway."""
+    sim = procs.start("simulator", sim_cmd, stdout=subprocess.PIPE)
+    line = await asyncio.to_thread(sim.stdout.readline)  # type: ignore[union-attr]
+    if not line:
+        procs.check_alive()
+        raise RuntimeError("simulator exited before it was ready")
+    console.print(f"simulator: {json.loads(line)['devices']} (Modbus TCP)")
+    gateway = procs.start("gateway", gateway_cmd)
+    started = time.monotonic()
+    next_report = started
+    while (elapsed := time.monotonic() - started) < play_seconds:
+        procs.check_alive()
+        if time.monotonic() >= next_report:
+            stats = await asyncio.to_thread(_http_json, central_port, "/api/v1/stats")
+            console.print(
+                f"[dim]t={elapsed:5.1f}s  readings stored at central: "
+                f"{stats['totals']['stored']}[/dim]"
+            )
+            next_report += 5
+        await asyncio.sleep(0.2)
+    return gateway
+
+
+def demo(
+    duration: float | None = typer.Option(
+        None, help="seconds to play (default: the scenario's length at this speed)"
+    ),
+    out: Path | None = typer.Option(None, "--out", help="write each CAP message to DIR"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON summary on stdout"),
+    speed: float = typer.Option(1.0, min=0.25, max=10, help="scenario time per wall second"),
+    scenario: str = typer.Option("gas-leak", help="scenario name or file"),
+    keep: bool = typer.Option(False, help="keep the temporary working directory"),
+) -> None:
+    """Run broker, central, simulator and gateway; play a gas leak; show the CAP warnings."""
+    console = Console(stderr=as_json)
+    workdir = Path(tempfile.mkdtemp(prefix="sentryline-demo-"))
+    procs = Processes(workdir)
+    try:
+        summary = asyncio.run(_demo(procs, console, duration, out, speed, scenario))
+    except RuntimeError as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        procs.stop_all()
+        if keep:
+            console.print(f"working directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if as_json:
+        typer.echo(json.dumps(summary))
+
+
+async def _demo(
+    procs: Processes,
+    console: Console,
+    duration: float | None,
+    out: Path | None,
+    speed: float,
+    scenario_name: str,
+) -> dict[str, Any]:
+    workdir = procs.workdir
+    scenario = load_scenario(scenario_name)
+    broker_url, protocol = start_broker(procs, console)
+    broker = BrokerSettings(url=broker_url, protocol=protocol)  # type: ignore[arg-type]
+    central_port = free_port()
+    sim_port = free_port()
+    central_cfg = {
+        "broker": {"url": broker_url, "protocol": protocol},
+        "storage": {"url": f"sqlite:///{workdir / 'central.db'}"},
+        "http": {"host": "127.0.0.1", "port": central_port},
+        "cap": {"sender": "sentryline-demo@localhost", "identifier_prefix": "demo"},
+        "assets": [
+            {
+                "id": "pipe-gallery-a3",
+                "name": "Pipe gallery A, section 3",
+                "type": "utility-tunnel",
+                "location": {"lat": 31.8206, "lon": 117.2272},
+                "devices": [f"{DEMO_GATEWAY}/{d.id}" for d in scenario.devices],
+            }
+        ],
+    }
+    poll = round(0.5 / speed, 4)
+    gateway_cfg = {
+        "site": DEMO_SITE,
+        "gateway_id": DEMO_GATEWAY,
+        "broker": {"url": broker_url, "protocol": protocol},
+        "outbox": {"path": str(workdir / "outbox.db")},
+        "devices": [
+            {
+                "id": d.id,
+                "profile": d.profile,
+                "transport": {
+                    "type": "modbus-tcp",
+                    "host": "127.0.0.1",
+                    "port": sim_port,
+                    "device_id": d.device_id,
+                    "timeout": 0.5,
+                },
+                "poll_interval": poll,
+                "asset": "pipe-gallery-a3",
+            }
+            for d in scenario.devices
+        ],
+    }
+    (workdir / "central.yaml").write_text(yaml.safe_dump(central_cfg, sort_keys=False))
+    (workdir / "gateway.yaml").write_text(yaml.safe_dump(gateway_cfg, sort_keys=False))
+
+    procs.start("central", _cli("central", "run", "--config", str(workdir / "central.yaml")))
+    _wait_http(central_port, 20, procs)
+    console.print(f"central: http://127.0.0.1:{central_port}/api/v1/alerts")
+    play_seconds = duration if duration is not None else scenario.duration / speed + 1.0
+    console.print(
+        f"playing scenario '{scenario.name}' for {play_seconds:.0f}s "
+        f"(speed ×{speed}, polling every {poll}s)"
+    )
+    seen: list[dict] = []
+    watching = asyncio.Event()
+    watcher = asyncio.create_task(_watch_alerts(broker, console, seen, watching))
+    await asyncio.wait_for(watching.wait(), 10)
+    gateway = await _play(
+        procs,
+        console,
+        central_port=central_port,
+        play_seconds=play_seconds,
+        gateway_cmd=_cli("gateway", "run", "--config", str(workdir / "gateway.yaml")),
+        sim_cmd=_cli(
+            "sim", "run", scenario_name, "--port", str(sim_port), "--speed", str(speed), "--loop"
+        ),
+    )
+    # SIGTERM: the gateway stops polling, seals its last pack and drains the outbox.
+    code = procs.stop(gateway, 30)
+    if code != 0:
+        raise RuntimeError(f"gateway exited with {code}; see {workdir / 'gateway.log'}")
+    outbox = open_readonly_stats(workdir / "outbox.db")
+    produced = outbox.records_appended
+    stats: dict[str, Any] = {}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        stats = await asyncio.to_thread(_http_json, central_port, "/api/v1/stats")
+        if stats["totals"]["stored"] >= produced:
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # let the last CAP message reach the watcher
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await watcher
+
+    alerts = await asyncio.to_thread(_http_json, central_port, "/api/v1/alerts")
+    if out is not None:
+        for alert in alerts:
+            xml = await asyncio.to_thread(
+                _http_bytes, central_port, f"/api/v1/alerts/{alert['identifier']}.xml"
+            )
+            await asyncio.to_thread(_write_file, out / f"{alert['identifier']}.xml", xml)
+    totals = stats.get("totals", {})
+    summary = {
+        "readings": {
+            "produced": produced,
+            "stored": totals.get("stored", 0),
+            "duplicates": totals.get("duplicates", 0),
+        },
+        "alerts": [
+            {"identifier": a["identifier"], "msgType": a["msgType"], "level": a["level"]}
+            for a in alerts
+        ],
+    }
+    ok = summary["readings"]["produced"] == summary["readings"]["stored"]
+    console.print(
+        f"readings: produced {produced}, stored {totals.get('stored', 0)}, "
+        f"duplicates dropped {totals.get('duplicates', 0)} — "
+        + ("[green]nothing lost[/green]" if ok else "[red]MISMATCH[/red]")
+    )
+    console.print(
+        "warnings: " + " → ".join(f"{a['msgType']}({a['level']})" for a in summary["alerts"])
+    )
+    if out is not None:
+        console.print(f"CAP files written to {out}")
+    if os.environ.get("SENTRYLINE_DEMO_STRICT") and not ok:
+        raise RuntimeError("produced != stored")
+    return summary
