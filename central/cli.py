@@ -32,4 +32,9 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         await CentralService(cfg).run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except* RuntimeError as group:
+        for exc in group.exceptions:
+            typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

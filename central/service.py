@@ -57,19 +57,30 @@ class CentralService:
             )
         )
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+        async def serve_http() -> None:
+            try:
+                await server.serve()
+            except SystemExit:  # uvicorn exits the process when it cannot bind
+                raise RuntimeError(
+                    f"cannot listen on {self.config.http.host}:{self.config.http.port}"
+                    " (see the log above)"
+                ) from None
+
         try:
             async with asyncio.TaskGroup() as tg:
-                http = tg.create_task(server.serve())
-                mqtt = tg.create_task(self._mqtt_loop(stop))
+                http = tg.create_task(serve_http())
                 while not server.started:
                     if http.done():
-                        await http  # surfaces the bind error
-                        raise RuntimeError("HTTP server stopped before starting")
+                        break  # the TaskGroup raises its error
                     await asyncio.sleep(0.02)
-                self.http_port = server.servers[0].sockets[0].getsockname()[1]
-                await stop.wait()
-                server.should_exit = True
-                mqtt.cancel()
+                else:
+                    self.http_port = server.servers[0].sockets[0].getsockname()[1]
+                    # MQTT only once the API answers: `ready` means both are up.
+                    mqtt = tg.create_task(self._mqtt_loop(stop))
+                    await stop.wait()
+                    server.should_exit = True
+                    mqtt.cancel()
         finally:
             self.store.close()
 

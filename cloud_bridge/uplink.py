@@ -161,9 +161,18 @@ class Uplink:
                     return
                 if not entries:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                        await asyncio.wait_for(self._wake.wait(), 0.2)
+                # aiomqtt leaves pending publishes waiting for their timeout after the
+                # connection drops; notice the drop ourselves and reconnect at once.
+                if not _is_connected(client):
+                    raise aiomqtt.MqttError("connection to the broker lost")
         finally:
             for task in in_flight.values():
                 task.cancel()
             if acked:
                 self.outbox.ack(list(acked))
+
+
+def _is_connected(client: aiomqtt.Client) -> bool:
+    paho = getattr(client, "_client", None)  # aiomqtt exposes no public connection state
+    return paho is None or bool(paho.is_connected())

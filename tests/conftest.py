@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -65,17 +66,24 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 class MosquittoProcess:
     """One Mosquitto process on a free loopback port; restartable for fault tests."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, persistence: bool = False) -> None:
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.port = free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # As root, Mosquitto drops to user 'mosquitto', which cannot write its
+            # persistence file into pytest's private temp dirs: stay the invoking user.
+            f"user {getpass.getuser()}\n"
             "allow_anonymous true\n"
             "set_tcp_nodelay true\n"
-            "persistence false\n"
-            "max_queued_messages 100000\n"
+            + (
+                f"persistence true\npersistence_location {workdir}/\n"
+                if persistence
+                else "persistence false\n"
+            )
+            + "max_queued_messages 100000\n"
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"
