@@ -169,16 +169,23 @@ class Outbox:
             n_records += len(records)
         if not rows:
             return []
-        with self._tx():
-            self._db.executemany(
-                "INSERT INTO packs (epoch, seq, priority, created, n_records, first_time, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._payload_bytes += sum(len(r[-1]) for r in rows)
-            self._bump(packs_appended=len(rows), records_appended=n_records)
-            if self._payload_bytes > self.max_bytes:
-                self._evict_to_bound()
+        payload_bytes = self._payload_bytes
+        try:
+            with self._tx():
+                self._db.executemany(
+                    "INSERT INTO packs (epoch, seq, priority, created, n_records, first_time,"
+                    " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._payload_bytes += sum(len(r[-1]) for r in rows)
+                self._bump(packs_appended=len(rows), records_appended=n_records)
+                if self._payload_bytes > self.max_bytes:
+                    self._evict_to_bound()
+        except BaseException:
+            # Rolled back (disk full, ...): the cached byte count must not keep the lost
+            # packs, or every later eviction would delete more than needed.
+            self._payload_bytes = payload_bytes
+            raise
         for callback in self._listeners:
             callback()
         return keys
@@ -283,7 +290,20 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()  # a failed COMMIT (disk full, I/O) can leave it open
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back on its own (SQLITE_FULL, SQLITE_IOERR, ...):
+        # a second ROLLBACK would fail and hide the original error.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
 
 def open_readonly_stats(path: str | Path) -> OutboxStats:

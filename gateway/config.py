@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cloud_bridge.mqtt import BrokerSettings
-from provisioning.configfile import load_yaml_model
+from drivers.modbus.profile import load_profile
+from provisioning.configfile import ConfigError, load_yaml_model
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
 
@@ -41,6 +42,16 @@ class DeviceConfig(_Strict):
     poll_interval: float = Field(gt=0, le=86400, description="seconds between polls")
     asset: Identifier | None = None
     location: Location | None = None
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_loads(cls, name: str) -> str:
+        # Fail at config time, pointing at this line, not later inside the running daemon.
+        try:
+            load_profile(name)
+        except ConfigError as exc:
+            raise ValueError(f"profile '{name}' cannot be loaded: {exc}") from None
+        return name
 
 
 class OutboxConfig(_Strict):
