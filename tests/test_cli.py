@@ -161,3 +161,14 @@ def test_demo_json_and_cap_files(tmp_path, assert_valid_cap):
     for f in files:
         assert_valid_cap(f.read_bytes())
     assert "nothing lost" in proc.stderr.decode()
+
+
+def test_example_configs_stay_valid():
+    from central.config import load_central_config
+    from gateway.config import load_gateway_config
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    gateway = load_gateway_config(root / "gateway.yaml")
+    central = load_central_config(root / "central.yaml")
+    bound = {ref for asset in central.assets for ref in asset.devices}
+    assert {f"{gateway.gateway_id}/{d.id}" for d in gateway.devices} <= bound
