@@ -95,13 +95,15 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "provisioning.cli", *args]
 
 
-def start_broker(procs: Processes, console: Console) -> tuple[str, str]:
+def start_broker(procs: Processes, console: Console, choice: str) -> tuple[str, str]:
     """(broker url, protocol). Mosquitto when installed; else an embedded amqtt (MQTT 3.1.1)."""
     port = free_port()
     binary = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
-    if binary:
+    if choice == "mosquitto" and not binary:
+        raise RuntimeError("Mosquitto is not installed (apt-get install mosquitto)")
+    if binary and choice != "amqtt":
         conf = procs.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\n"
@@ -129,6 +131,7 @@ def start_broker(procs: Processes, console: Console) -> tuple[str, str]:
         )
     )
     procs.start("amqtt", [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)])
+    # MQTT 3.1.1 has no content-type property: central sniffs JSON vs CBOR from the bytes.
     wait_for_port(port, 15)
     console.print(f"broker: embedded amqtt on 127.0.0.1:{port} (MQTT 3.1.1: no content type)")
     return f"mqtt://127.0.0.1:{port}", "3.1.1"
@@ -218,13 +221,18 @@ def demo(
     speed: float = typer.Option(1.0, min=0.25, max=10, help="scenario time per wall second"),
     scenario: str = typer.Option("gas-leak", help="scenario name or file"),
     keep: bool = typer.Option(False, help="keep the temporary working directory"),
+    broker: str = typer.Option(
+        "auto", help="auto (Mosquitto if installed, else amqtt), mosquitto or amqtt"
+    ),
 ) -> None:
     """Run broker, central, simulator and gateway; play a gas leak; show the CAP warnings."""
     console = Console(stderr=as_json)
     workdir = Path(tempfile.mkdtemp(prefix="sentryline-demo-"))
     procs = Processes(workdir)
     try:
-        summary = asyncio.run(_demo(procs, console, duration, out, speed, scenario))
+        if broker not in ("auto", "mosquitto", "amqtt"):
+            raise RuntimeError(f"--broker must be auto, mosquitto or amqtt, not {broker!r}")
+        summary = asyncio.run(_demo(procs, console, duration, out, speed, scenario, broker))
     except RuntimeError as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -245,10 +253,11 @@ async def _demo(
     out: Path | None,
     speed: float,
     scenario_name: str,
+    broker_choice: str,
 ) -> dict[str, Any]:
     workdir = procs.workdir
     scenario = load_scenario(scenario_name)
-    broker_url, protocol = start_broker(procs, console)
+    broker_url, protocol = start_broker(procs, console, broker_choice)
     broker = BrokerSettings(url=broker_url, protocol=protocol)  # type: ignore[arg-type]
     central_port = free_port()
     sim_port = free_port()

@@ -136,12 +136,24 @@ def test_outbox_stats_missing_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_json_and_cap_files(tmp_path, assert_valid_cap):
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_demo_json_and_cap_files(tmp_path, assert_valid_cap, broker):
     """The demo as a user runs it: real processes, JSON summary, CAP files that validate."""
     out = tmp_path / "caps"
     proc = subprocess.run(
-        [sys.executable, "-m", "provisioning.cli", "demo", "--json", "--speed", "4",
-         "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "provisioning.cli",
+            "demo",
+            "--json",
+            "--speed",
+            "4",
+            "--out",
+            str(out),
+            "--broker",
+            broker,
+        ],
         capture_output=True,
         timeout=120,
         env=os.environ | {"PYTHONUNBUFFERED": "1"},
