@@ -7,6 +7,7 @@ by reason against the gateway named in its topic.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -30,6 +31,7 @@ class Inbound:
     payload: bytes
     content_type: str | None
     received_at: float
+    replayed: bool = False  # the gateway sent it from its backlog (MQTT 5 user property)
 
 
 class AssetRegistry:
@@ -122,6 +124,8 @@ class IngestPipeline:
             if pack.gateway != gateway:
                 self._reject(gateway, "gateway_mismatch", f"pack says '{pack.gateway}'")
                 continue
+            if msg.replayed and not pack.replayed:
+                pack = dataclasses.replace(pack, replayed=True)
             packs.append(pack)
         if not packs:
             return []

@@ -26,6 +26,7 @@ from cloud_bridge.mqtt import (
     content_type_properties,
     make_client,
     message_content_type,
+    message_replayed,
 )
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,11 @@ class CentralService:
         )
         while not stop.is_set():
             try:
-                async with make_client(self.config.broker, options) as client:
+                client = make_client(self.config.broker, options)
+                # PUBACK only after the batch is committed: a crash in between makes the
+                # broker redeliver, and the (gateway, epoch, seq) key drops the repeat.
+                _paho(client).manual_ack_set(True)
+                async with client:
                     self.counters["mqtt_connects"] += 1
                     await client.subscribe(TELEMETRY_FILTER, qos=1)
                     await client.subscribe(STATE_FILTER, qos=1)
@@ -124,10 +129,20 @@ class CentralService:
                 batch.append(await anext(messages))
             now = time.time()
             inbound = [
-                Inbound(str(m.topic), _as_bytes(m.payload), message_content_type(m), now)
+                Inbound(
+                    str(m.topic),
+                    _as_bytes(m.payload),
+                    message_content_type(m),
+                    now,
+                    replayed=message_replayed(m),
+                )
                 for m in batch
             ]
             issued = self.pipeline.handle(inbound)
+            paho = _paho(client)
+            for m in batch:
+                if m.qos > 0:
+                    paho.ack(m.mid, m.qos)
             self.counters["messages"] += len(batch)
             self.counters["batches"] += 1
             if issued:
@@ -139,6 +154,11 @@ class CentralService:
             await client.publish(ALERTS_TOPIC, xml, qos=1, properties=props)
             self.store.mark_published([identifier])
             log.info("CAP %s published", identifier)
+
+
+def _paho(client: aiomqtt.Client) -> Any:
+    # aiomqtt exposes no manual-ack API: use its paho client.
+    return client._client
 
 
 def _as_bytes(payload: object) -> bytes:

@@ -122,13 +122,25 @@ def make_client(settings: BrokerSettings, options: ClientOptions) -> aiomqtt.Cli
     )
 
 
-def content_type_properties(settings: BrokerSettings, content_type: str) -> Properties | None:
-    """PUBLISH properties carrying the MQTT 5 content type (none on 3.1.1)."""
+REPLAYED_PROPERTY = "replayed"
+
+
+def content_type_properties(
+    settings: BrokerSettings, content_type: str, *, replayed: bool = False
+) -> Properties | None:
+    """PUBLISH properties: the MQTT 5 content type, and a user property for replays."""
     if not settings.is_v5:
         return None
     props = Properties(PacketTypes.PUBLISH)
     props.ContentType = content_type
+    if replayed:
+        props.UserProperty = [(REPLAYED_PROPERTY, "1")]
     return props
+
+
+def message_replayed(message: aiomqtt.Message) -> bool:
+    user = getattr(message.properties, "UserProperty", None) if message.properties else None
+    return any(key == REPLAYED_PROPERTY and value == "1" for key, value in user or ())
 
 
 def message_content_type(message: aiomqtt.Message) -> str | None:

@@ -13,6 +13,7 @@ than ``max_age_s`` expire. Nothing else ever deletes a pack except :meth:`Outbox
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,13 +22,17 @@ from pathlib import Path
 
 from cloud_bridge.senml import Pack, Record, WireFormat, encode_pack
 
+log = logging.getLogger(__name__)
+
 PRIORITY_TELEMETRY = 0
 PRIORITY_EVENT = 5
 PRIORITY_WARNING = 9
 
 _SCHEMA = """
+-- AUTOINCREMENT: an id is never reused, so a late PUBACK for an evicted pack can never
+-- delete a newer pack that would otherwise have inherited its id.
 CREATE TABLE IF NOT EXISTS packs (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
     epoch      INTEGER NOT NULL,
     seq        INTEGER NOT NULL,
     priority   INTEGER NOT NULL,
@@ -51,7 +56,26 @@ _COUNTERS = (
     "records_evicted",
     "packs_expired",
     "records_expired",
+    "corrupt_files_moved_aside",
 )
+
+
+class OutboxFull(Exception):
+    """Even after evicting everything the policy allows, the new packs do not fit."""
+
+
+def _is_disk_full(exc: sqlite3.OperationalError) -> bool:
+    return "full" in str(exc).lower()  # SQLITE_FULL: "database or disk is full"
+
+
+def _move_aside(path: Path, now: float) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            src.rename(Path(f"{target}{suffix}"))
+    return target
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +105,7 @@ class OutboxStats:
     records_evicted: int
     packs_expired: int
     records_expired: int
+    corrupt_files_moved_aside: int
 
     def as_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -96,25 +121,46 @@ class Outbox:
         max_age_s: float | None = None,
         wire_format: WireFormat = "json",
         synchronous: str = "NORMAL",
+        priority_synchronous: str = "FULL",
         clock: Callable[[], float] = time.time,
         new_epoch: bool = True,
+        check_integrity: bool = True,
+        max_file_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.gateway = gateway
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.wire_format: WireFormat = wire_format
+        self.synchronous = synchronous
+        self.priority_synchronous = priority_synchronous
         self._clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self.moved_aside: Path | None = None
+        self._db = self._connect()
+        if check_integrity and not self._healthy():
+            # Never silently reset: the damaged file is kept for inspection and reported.
+            self._db.close()
+            self.moved_aside = _move_aside(self.path, self._clock())
+            log.error("outbox %s is corrupt; moved aside to %s", self.path, self.moved_aside)
+            self._db = self._connect()
         self._db.executescript(_SCHEMA)
+        if max_file_bytes is not None:
+            # A hard cap on the file (SQLITE_FULL beyond it), as on a small dedicated partition.
+            # The WAL is outside max_page_count: checkpoint early and truncate it, so the
+            # pair stays near the cap (main file ≤ 7/8 of it, WAL ≈ 1/8).
+            (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
+            pages = max(16, max_file_bytes // page_size)
+            self._db.execute(f"PRAGMA max_page_count={pages * 7 // 8}")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={max(4, pages // 8)}")
+            self._db.execute(f"PRAGMA journal_size_limit={max_file_bytes // 8}")
         with self._tx():
             for key in _COUNTERS:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (key,))
             if new_epoch:
                 self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
+            if self.moved_aside is not None:
+                self._bump(corrupt_files_moved_aside=1)
         self.epoch = self._counter("epoch")
         row = self._db.execute(
             "SELECT COALESCE(MAX(seq) + 1, 0) FROM packs WHERE epoch = ?", (self.epoch,)
@@ -124,6 +170,22 @@ class Outbox:
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM packs"
         ).fetchone()[0]
         self._listeners: list[Callable[[], None]] = []
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+        except sqlite3.DatabaseError:
+            pass  # not a database at all: _healthy() says so
+        return db
+
+    def _healthy(self) -> bool:
+        try:
+            (result,) = self._db.execute("PRAGMA quick_check").fetchone()
+            return bool(result == "ok")
+        except sqlite3.DatabaseError:
+            return False
 
     # -- plumbing -----------------------------------------------------------------------
     def _tx(self) -> _Transaction:
@@ -169,7 +231,40 @@ class Outbox:
             n_records += len(records)
         if not rows:
             return []
+        try:
+            self._insert(rows, n_records, priority)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                self._next_seq -= len(rows)
+                raise
+            # The disk (or max_page_count) bound forces eviction, by the stated policy, in
+            # growing rounds: freed payload bytes do not map 1:1 to free pages.
+            room = max(needed_bytes := sum(len(r[-1]) for r in rows), self._payload_bytes // 16)
+            while True:
+                freed = self._evict_for_space(room, below=priority + 1)
+                log.warning("outbox full: evicted %d bytes to make room", freed)
+                try:
+                    self._insert(rows, n_records, priority)
+                    break
+                except sqlite3.OperationalError as again:
+                    if not _is_disk_full(again) or freed == 0:
+                        self._next_seq -= len(rows)
+                        if _is_disk_full(again):
+                            raise OutboxFull(
+                                f"outbox {self.path}: {needed_bytes} bytes do not fit even"
+                                " after evicting everything the policy allows"
+                            ) from None
+                        raise
+                room *= 2
+        for callback in self._listeners:
+            callback()
+        return keys
+
+    def _insert(self, rows: list[tuple], n_records: int, priority: int) -> None:
         payload_bytes = self._payload_bytes
+        durable = priority > PRIORITY_TELEMETRY and self.priority_synchronous != self.synchronous
+        if durable:  # events and warnings survive a power cut, not just a process crash
+            self._db.execute(f"PRAGMA synchronous={self.priority_synchronous}")
         try:
             with self._tx():
                 self._db.executemany(
@@ -180,28 +275,39 @@ class Outbox:
                 self._payload_bytes += sum(len(r[-1]) for r in rows)
                 self._bump(packs_appended=len(rows), records_appended=n_records)
                 if self._payload_bytes > self.max_bytes:
-                    self._evict_to_bound()
+                    self._evict_down_to(self.max_bytes, below=None)
         except BaseException:
             # Rolled back (disk full, ...): the cached byte count must not keep the lost
             # packs, or every later eviction would delete more than needed.
             self._payload_bytes = payload_bytes
             raise
-        for callback in self._listeners:
-            callback()
-        return keys
+        finally:
+            if durable:
+                self._db.execute(f"PRAGMA synchronous={self.synchronous}")
 
-    def _evict_to_bound(self) -> None:
-        # Oldest of the lowest priority first; chunks keep each DELETE small.
+    def _evict_for_space(self, nbytes: int, below: int | None) -> int:
+        before = self._payload_bytes
+        with self._tx():
+            self._evict_down_to(max(0, self._payload_bytes - nbytes), below)
+        return before - self._payload_bytes
+
+    def _evict_down_to(self, target_bytes: int, below: int | None) -> None:
+        """Evict oldest packs of the lowest priority first until at most ``target_bytes``.
+
+        ``below``: only packs of a lower priority than this may go (None: any).
+        """
         packs = records = 0
-        while self._payload_bytes > self.max_bytes:
+        where = "" if below is None else f"WHERE priority < {int(below)}"
+        while self._payload_bytes > target_bytes:
             victims = self._db.execute(
-                "SELECT id, n_records, LENGTH(payload) FROM packs ORDER BY priority, id LIMIT 64"
+                f"SELECT id, n_records, LENGTH(payload) FROM packs {where}"
+                " ORDER BY priority, id LIMIT 64"
             ).fetchall()
             if not victims:
                 break
             chosen = []
             for pack_id, n, size in victims:
-                if self._payload_bytes <= self.max_bytes:
+                if self._payload_bytes <= target_bytes:
                     break
                 chosen.append((pack_id,))
                 self._payload_bytes -= size
@@ -228,16 +334,45 @@ class Outbox:
         return int(row[1])
 
     # -- reading and acknowledging --------------------------------------------------------
-    def peek(self, limit: int, exclude: Iterable[int] = ()) -> list[OutboxEntry]:
-        """The next packs to send: highest priority first, then oldest."""
+    def peek(
+        self,
+        limit: int,
+        exclude: Iterable[int] = (),
+        *,
+        min_priority: int | None = None,
+        max_priority: int | None = None,
+        after_id: int | None = None,
+        upto_id: int | None = None,
+    ) -> list[OutboxEntry]:
+        """The next packs to send: highest priority first, then oldest, within the filters."""
+        if limit <= 0:
+            return []
         excluded = tuple(exclude)
-        where = f"WHERE id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        clauses: list[str] = []
+        params: list[int] = []
+        if excluded:
+            clauses.append(f"id NOT IN ({','.join('?' * len(excluded))})")
+            params.extend(excluded)
+        for clause, value in (
+            ("priority >= ?", min_priority),
+            ("priority <= ?", max_priority),
+            ("id > ?", after_id),
+            ("id <= ?", upto_id),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db.execute(
             "SELECT id, epoch, seq, priority, created, n_records, payload FROM packs "
             f"{where} ORDER BY priority DESC, id LIMIT ?",
-            (*excluded, limit),
+            (*params, limit),
         ).fetchall()
         return [OutboxEntry(*row) for row in rows]
+
+    def max_id(self) -> int:
+        """The newest pack's id (0 when empty): the live/backlog boundary at a reconnect."""
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM packs").fetchone()[0])
 
     def ack(self, ids: Sequence[int]) -> int:
         """Delete packs whose PUBACK arrived. Returns how many records that removed."""
@@ -308,7 +443,9 @@ class _Transaction:
 
 def open_readonly_stats(path: str | Path) -> OutboxStats:
     """Stats of an outbox file without starting a new epoch (for the CLI)."""
-    box = Outbox(path, gateway="-", new_epoch=False)
+    if not Path(path).is_file():
+        raise FileNotFoundError(path)
+    box = Outbox(path, gateway="-", new_epoch=False, check_integrity=False)
     try:
         return box.stats()
     finally:

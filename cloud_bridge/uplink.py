@@ -28,7 +28,7 @@ from cloud_bridge.mqtt import (
     state_topic,
     telemetry_topic,
 )
-from cloud_bridge.outbox import Outbox, OutboxEntry
+from cloud_bridge.outbox import PRIORITY_TELEMETRY, Outbox, OutboxEntry
 from cloud_bridge.senml import CONTENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class UplinkCounters:
     connects: int = 0
     connect_failures: int = 0
     packs_published: int = 0
+    packs_replayed: int = 0
     publish_failures: int = 0
     last_latency_s: float | None = None
     latencies_s: list[float] = field(default_factory=list)
@@ -60,6 +61,7 @@ class Uplink:
         gateway: str,
         window: int = 64,
         birth: Callable[[], dict[str, object]] | None = None,
+        replay_rate: float = 200.0,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 30.0,
     ) -> None:
@@ -68,6 +70,7 @@ class Uplink:
         self.site = site
         self.gateway = gateway
         self.window = window
+        self.replay_rate = replay_rate
         self._birth = birth or (lambda: {})
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
@@ -78,6 +81,11 @@ class Uplink:
         self._topic = telemetry_topic(site, gateway)
         self._state_topic = state_topic(site, gateway)
         self._props = content_type_properties(broker, CONTENT_TYPES[outbox.wire_format])
+        # Backlog packs say so in an MQTT 5 user property: the sealed bytes (and their dedup
+        # key) stay exactly as appended.
+        self._replay_props = content_type_properties(
+            broker, CONTENT_TYPES[outbox.wire_format], replayed=True
+        )
 
     def _state_payload(self, state: str) -> bytes:
         body = {"state": state, "gateway": self.gateway, "site": self.site, "time": time.time()}
@@ -120,26 +128,62 @@ class Uplink:
                     await asyncio.wait_for(stop.wait(), sleep)
                 delay = min(delay * 2, self._backoff_max)
 
+    def _select(
+        self,
+        free: int,
+        exclude: dict[int, asyncio.Task[None]],
+        backlog_upto: int,
+        bucket: _TokenBucket,
+        draining: bool,
+    ) -> list[tuple[OutboxEntry, bool]]:
+        """What to send next: events and warnings, then live telemetry, then the backlog.
+
+        The backlog is what the outbox held when this connection came up; it goes oldest
+        first, at ``replay_rate`` packs/s so live data and warnings are never queued behind
+        it (except when draining at shutdown, when speed is all that matters).
+        """
+        picked = [
+            (e, e.id <= backlog_upto)
+            for e in self.outbox.peek(free, exclude, min_priority=PRIORITY_TELEMETRY + 1)
+        ]
+        picked += [
+            (e, False)
+            for e in self.outbox.peek(
+                free - len(picked), exclude, max_priority=PRIORITY_TELEMETRY, after_id=backlog_upto
+            )
+        ]
+        room = free - len(picked)
+        allowed = room if draining else min(room, bucket.available())
+        if allowed > 0:
+            replay = self.outbox.peek(
+                allowed, exclude, max_priority=PRIORITY_TELEMETRY, upto_id=backlog_upto
+            )
+            bucket.take(len(replay))
+            picked += [(e, True) for e in replay]
+        return picked
+
     async def _pump(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         """Publish until stop is set and the outbox is empty; raise MqttError on failure."""
         in_flight: dict[int, asyncio.Task[None]] = {}
         acked: list[int] = []
         failure: list[BaseException] = []
-        slots = asyncio.Semaphore(self.window)
+        backlog_upto = self.outbox.max_id()
+        bucket = _TokenBucket(self.replay_rate, burst=self.window)
 
-        async def publish_one(entry: OutboxEntry) -> None:
+        async def publish_one(entry: OutboxEntry, replayed: bool) -> None:
             started = time.monotonic()
             try:
-                await client.publish(self._topic, entry.payload, qos=1, properties=self._props)
+                props = self._replay_props if replayed else self._props
+                await client.publish(self._topic, entry.payload, qos=1, properties=props)
             except aiomqtt.MqttError as exc:
                 self.counters.publish_failures += 1
                 failure.append(exc)
             else:
                 self.counters.packs_published += 1
+                self.counters.packs_replayed += replayed
                 self.counters.record_latency(time.monotonic() - started)
                 acked.append(entry.id)
             finally:
-                slots.release()
                 in_flight.pop(entry.id, None)
                 self._wake.set()
 
@@ -153,15 +197,14 @@ class Uplink:
                 if failure:
                     raise failure[0]
                 free = self.window - len(in_flight)
-                entries = self.outbox.peek(free, exclude=in_flight) if free else []
-                for entry in entries:
-                    await slots.acquire()
-                    in_flight[entry.id] = asyncio.create_task(publish_one(entry))
-                if not entries and not in_flight and stop.is_set():
+                picked = self._select(free, in_flight, backlog_upto, bucket, stop.is_set())
+                for entry, replayed in picked:
+                    in_flight[entry.id] = asyncio.create_task(publish_one(entry, replayed))
+                if not picked and not in_flight and stop.is_set() and not self.outbox.depth():
                     return
-                if not entries:
+                if not picked:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 0.2)
+                        await asyncio.wait_for(self._wake.wait(), bucket.wait_hint(0.2))
                 # aiomqtt leaves pending publishes waiting for their timeout after the
                 # connection drops; notice the drop ourselves and reconnect at once.
                 if not _is_connected(client):
@@ -171,6 +214,33 @@ class Uplink:
                 task.cancel()
             if acked:
                 self.outbox.ack(list(acked))
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self._tokens = float(self.burst)
+        self._at = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def available(self) -> int:
+        self._refill()
+        return int(self._tokens)
+
+    def take(self, n: int) -> None:
+        self._tokens -= n
+
+    def wait_hint(self, ceiling: float) -> float:
+        """How long until one more token (bounded), so a rate-limited replay wakes in time."""
+        self._refill()
+        if self._tokens >= 1:
+            return ceiling
+        return min(ceiling, max(0.001, (1 - self._tokens) / self.rate))
 
 
 def _is_connected(client: aiomqtt.Client) -> bool:

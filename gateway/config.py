@@ -60,12 +60,19 @@ class OutboxConfig(_Strict):
     max_age_s: float | None = Field(None, gt=0)
     format: Literal["json", "cbor"] = "json"
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    max_file_bytes: int | None = Field(
+        None, ge=256 * 1024, description="hard cap on the file (small partitions)"
+    )
 
 
 class UplinkConfig(_Strict):
     window: int = Field(64, ge=1, le=1024, description="packs in flight awaiting PUBACK")
     pack_max_records: int = Field(250, ge=1, le=5000)
     pack_max_delay_s: float = Field(0.05, gt=0, le=60)
+    replay_rate_packs_s: float = Field(
+        200, gt=0, description="backlog replay rate after an outage (live data goes first)"
+    )
+    status_interval_s: float = Field(30, ge=1, le=3600, description="gateway status record")
 
 
 class GatewayConfig(_Strict):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 
-from cloud_bridge.outbox import Outbox
+from cloud_bridge.outbox import PRIORITY_EVENT, PRIORITY_TELEMETRY, Outbox, OutboxFull
 from cloud_bridge.senml import Record
 from cloud_bridge.uplink import Uplink
 from drivers.modbus.profile import load_profile
@@ -25,14 +26,27 @@ log = logging.getLogger(__name__)
 
 
 class PackBuilder:
-    """Groups records into packs: sealed when full or when the oldest record waited enough."""
+    """Groups records into packs: sealed when full or when the oldest record waited enough.
 
-    def __init__(self, outbox: Outbox, max_records: int, max_delay_s: float) -> None:
+    If the outbox cannot take them (I/O error), records stay pending and are retried; the
+    pending list is bounded and what it must drop is counted, never dropped silently.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        max_records: int,
+        max_delay_s: float,
+        max_pending: int = 200_000,
+    ) -> None:
         self.outbox = outbox
         self.max_records = max_records
         self.max_delay_s = max_delay_s
+        self.max_pending = max_pending
         self._pending: list[Record] = []
         self._since: float | None = None
+        self.append_errors = 0
+        self.dropped_records = 0
 
     def add(self, records: list[Record]) -> None:
         if not self._pending:
@@ -41,22 +55,71 @@ class PackBuilder:
         if len(self._pending) >= self.max_records:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, priority: int = PRIORITY_TELEMETRY) -> None:
         if not self._pending:
             return
         batches = [
             self._pending[i : i + self.max_records]
             for i in range(0, len(self._pending), self.max_records)
         ]
+        try:
+            self.outbox.append(batches, priority)
+        except OutboxFull as exc:
+            # Cannot fit even in an emptied file: keeping it would block everything behind it.
+            self.dropped_records += len(self._pending)
+            log.error("%s; %d record(s) dropped", exc, len(self._pending))
+        except sqlite3.Error as exc:
+            self.append_errors += 1
+            overflow = len(self._pending) - self.max_pending
+            if overflow > 0:
+                del self._pending[:overflow]
+                self.dropped_records += overflow
+            log.error(
+                "outbox append failed (%s); %d record(s) kept pending", exc, len(self._pending)
+            )
+            return
         self._pending = []
         self._since = None
-        self.outbox.append(batches)
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.max_delay_s / 2)
             if self._since is not None and time.monotonic() - self._since >= self.max_delay_s:
                 self.flush()
+
+
+def status_records(rt: GatewayRuntime, interval_s: float, now: float) -> list[Record]:
+    """The gateway's own health as SenML records of the reserved device ``gateway``."""
+    stats = rt.outbox.stats()
+    latencies = sorted(rt.uplink.counters.latencies_s)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else None
+    values: list[tuple[str, float | None, str | None]] = [
+        ("outbox_depth", stats.depth_records, "count"),
+        ("outbox_packs", stats.depth_packs, "count"),
+        ("outbox_oldest_age", stats.oldest_age_s, "s"),
+        ("outbox_bytes", stats.file_bytes, "B"),
+        ("records_evicted", stats.records_evicted, "count"),
+        ("records_expired", stats.records_expired, "count"),
+        ("records_dropped", rt.builder.dropped_records, "count"),
+        ("publish_latency_p99", p99, "s"),
+        ("uplink_connects", rt.uplink.counters.connects, "count"),
+        ("poll_errors", sum(sum(p.counters.errors.values()) for p in rt.pollers), "count"),
+    ]
+    return [
+        Record(f"gateway/{name}", now, float(value), unit, interval_s)
+        for name, value, unit in values
+        if value is not None
+    ]
+
+
+async def housekeeping(rt: GatewayRuntime, status_interval_s: float) -> None:
+    """Expire over-age packs and publish the gateway's status, periodically."""
+    while True:
+        await asyncio.sleep(status_interval_s)
+        expired = rt.outbox.expire()
+        if expired:
+            log.warning("outbox: %d record(s) expired (older than the age bound)", expired)
+        rt.outbox.append([status_records(rt, status_interval_s, time.time())], PRIORITY_EVENT)
 
 
 @dataclass
@@ -85,6 +148,7 @@ class GatewayDaemon:
             max_age_s=cfg.outbox.max_age_s,
             wire_format=cfg.outbox.format,
             synchronous=cfg.outbox.synchronous,
+            max_file_bytes=cfg.outbox.max_file_bytes,
         )
         builder = PackBuilder(outbox, cfg.uplink.pack_max_records, cfg.uplink.pack_max_delay_s)
         endpoints: dict[tuple[str, int], ModbusTcpEndpoint] = {}
@@ -123,6 +187,7 @@ class GatewayDaemon:
             site=cfg.site,
             gateway=cfg.gateway_id,
             window=cfg.uplink.window,
+            replay_rate=cfg.uplink.replay_rate_packs_s,
             birth=birth,
         )
         return GatewayRuntime(outbox, uplink, pollers, builder)
@@ -143,6 +208,9 @@ class GatewayDaemon:
                 uplink_task = tg.create_task(rt.uplink.run(uplink_stop))
                 producers = [tg.create_task(p.run()) for p in rt.pollers]
                 producers.append(tg.create_task(rt.builder.run()))
+                producers.append(
+                    tg.create_task(housekeeping(rt, self.config.uplink.status_interval_s))
+                )
                 self.ready.set()
                 await stop.wait()
                 for task in producers:

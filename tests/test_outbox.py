@@ -19,6 +19,7 @@ from cloud_bridge.outbox import (
     PRIORITY_TELEMETRY,
     PRIORITY_WARNING,
     Outbox,
+    OutboxFull,
     OutboxStats,
     open_readonly_stats,
 )
@@ -468,7 +469,8 @@ def test_failed_commit_does_not_wedge_the_outbox(db: Path, clock: FakeClock) -> 
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
         box.append([recs(3)])
     assert not real.in_transaction  # rolled back, not left open
-    assert box.append([recs(1)]) == [(1, 2)]  # the next append works
+    # The next append works, and reuses the sequence number the failed pack never stored.
+    assert box.append([recs(1)]) == [(1, 1)]
     st = check_invariants(box)
     assert (st.depth_packs, st.depth_records, st.packs_appended) == (2, 2, 2)
     box._db = real
@@ -524,4 +526,76 @@ def test_committed_packs_survive_sigkill(db: Path) -> None:
         assert pack.records == (Record("d1/level", 1.7e9 + i, float(i), "m"),)
     st = check_invariants(box)
     assert (st.packs_appended, st.records_appended) == (n, n)
+    box.close()
+
+
+# -- integrity, full disk, durability ------------------------------------------------------
+def test_corrupt_file_is_moved_aside_and_reported(db: Path, clock: FakeClock) -> None:
+    box = Outbox(db, GW, clock=clock)
+    box.append([recs(3)])
+    box.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.write_bytes(b"SQLite format 3\x00" + b"\xde\xad" * 3000)  # header intact, body garbage
+    fresh = Outbox(db, GW, clock=clock)
+    assert fresh.moved_aside is not None and fresh.moved_aside.exists()
+    assert fresh.moved_aside.read_bytes().startswith(b"SQLite format 3")
+    st = fresh.stats()
+    assert st.corrupt_files_moved_aside == 1 and st.depth_packs == 0
+    assert fresh.append([recs(1)]) == [(1, 0)]
+    fresh.close()
+
+
+def test_not_a_database_is_moved_aside(db: Path, clock: FakeClock) -> None:
+    db.write_text("this is not sqlite at all\n" * 100)
+    box = Outbox(db, GW, clock=clock)
+    assert box.moved_aside is not None
+    assert box.moved_aside.read_text().startswith("this is not sqlite")
+    box.close()
+
+
+def test_full_file_evicts_oldest_telemetry_and_keeps_warnings(db: Path, clock: FakeClock) -> None:
+    box = Outbox(db, GW, clock=clock, max_file_bytes=256 * 1024)
+    box.append([recs(5)], priority=PRIORITY_WARNING)
+    appended = 0
+    for _ in range(400):  # far more than 256 KiB of telemetry
+        box.append([recs(20)])
+        appended += 20
+    st = check_invariants(box)
+    assert st.records_evicted > 0, "the file cap must have forced eviction"
+    assert st.file_bytes <= 256 * 1024 * 1.25  # the WAL may briefly exceed its share
+    entries = box.peek(10_000)
+    assert entries[0].priority == PRIORITY_WARNING  # the warning survived
+    telemetry_ids = [e.id for e in entries if e.priority == PRIORITY_TELEMETRY]
+    assert telemetry_ids == sorted(telemetry_ids) and telemetry_ids[0] > 2  # oldest went
+    box.close()
+
+
+def test_full_file_of_warnings_evicts_oldest_warnings_last(db: Path, clock: FakeClock) -> None:
+    box = Outbox(db, GW, clock=clock, max_file_bytes=64 * 1024)
+    for _ in range(300):
+        box.append([recs(20)], priority=PRIORITY_WARNING)
+    st = check_invariants(box)
+    assert st.records_evicted > 0 and st.depth_packs > 0
+    ids = [e.id for e in box.peek(10_000)]
+    assert max(ids) == st.packs_appended  # the newest warning is kept
+    box.close()
+
+
+def test_pack_larger_than_the_file_raises_outbox_full(db: Path, clock: FakeClock) -> None:
+    box = Outbox(db, GW, clock=clock, max_file_bytes=64 * 1024)
+    box.append([recs(5)])
+    with pytest.raises(OutboxFull):
+        box.append([recs(3000)])
+    st = check_invariants(box)
+    assert st.depth_packs == 0 and st.records_evicted == 5  # it tried, by the policy
+    assert box.append([recs(1)])[0][1] == 1  # still usable; the failed pack's seq reused
+    box.close()
+
+
+def test_priority_appends_restore_normal_sync(db: Path, clock: FakeClock) -> None:
+    box = Outbox(db, GW, clock=clock)
+    box.append([recs(1)], priority=PRIORITY_WARNING)
+    (level,) = box._db.execute("PRAGMA synchronous").fetchone()
+    assert level == 1  # NORMAL again after the FULL-synchronous warning transaction
     box.close()
