@@ -19,6 +19,7 @@ class AlertSummary(BaseModel):
     asset: str
     type: str
     event_time: float
+    late: bool
 
 
 class WarningSummary(BaseModel):
@@ -29,6 +30,7 @@ class WarningSummary(BaseModel):
     active: bool
     event_time: float
     cleared_event_time: float | None
+    late: bool
 
 
 def create_app(store: Store, extra_stats: dict[str, Any] | None = None) -> FastAPI:

@@ -90,6 +90,7 @@ class IngestPipeline:
         self.rules = list(rules)
         self.rejected: Counter[str] = Counter()
         self.fusion = AssetLevelFusion()
+        self.late_fusion = AssetLevelFusion()
         for warning in warnings.active.values():
             self.fusion.restore(warning.asset, warning.warning_type, warning.level)  # type: ignore[arg-type]
 
@@ -160,9 +161,18 @@ class IngestPipeline:
         for t, gateway, record in samples:
             rule = by_quantity[record.quantity]
             series = f"{gateway}/{record.name}"
-            transition = rule.observe(series, t, record.value, record.quality)  # type: ignore[arg-type]
+            judged = rule.judge(
+                series,
+                t,
+                record.value,
+                record.quality,
+                record.update_time,  # type: ignore[arg-type]
+            )
+            if judged.lane == "skipped":
+                continue
             asset = self.registry.asset_for(gateway, record.device)
-            fused = self.fusion.update(asset, rule.warning_type, series, t, transition)
+            fusion = self.late_fusion if judged.lane == "late" else self.fusion
+            fused = fusion.update(asset, rule.warning_type, series, t, judged.transition)
             if fused is not None:
                 message = self.warnings.apply(fused)
                 if message is not None:

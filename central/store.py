@@ -34,6 +34,7 @@ class AlertRow:
     event_time: float
     created_at: float
     xml: bytes
+    late: bool = False
 
 
 @dataclass(slots=True)
@@ -47,6 +48,7 @@ class WarningRow:
     updated_event_time: float
     cleared_event_time: float | None
     message_chain: list[tuple[str, str, str]]
+    late: bool = False
 
 
 class Store:
@@ -57,10 +59,21 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(resources.files("central").joinpath("schema.sql").read_text())
-        # Alerts not yet confirmed on MQTT are re-published after a reconnect or restart.
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
-        if "published" not in columns:
-            self._db.execute("ALTER TABLE alerts ADD COLUMN published INTEGER NOT NULL DEFAULT 0")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after the first schema, for files created before them."""
+        added = (
+            # Alerts not yet confirmed on MQTT are re-published after a reconnect or restart.
+            ("alerts", "published", "INTEGER NOT NULL DEFAULT 0"),
+            # Warnings judged from a replayed backlog, reported late.
+            ("alerts", "late", "INTEGER NOT NULL DEFAULT 0"),
+            ("warnings", "late", "INTEGER NOT NULL DEFAULT 0"),
+        )
+        for table, column, ddl in added:
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
 
     def close(self) -> None:
         self._db.close()
@@ -179,7 +192,8 @@ class Store:
         try:
             self._db.execute(
                 "INSERT INTO alerts (identifier, sender, sent, msg_type, level, asset,"
-                " warning_type, event_time, created_at, xml) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " warning_type, event_time, created_at, xml, late)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     alert.identifier,
                     alert.sender,
@@ -191,12 +205,13 @@ class Store:
                     alert.event_time,
                     alert.created_at,
                     alert.xml.decode(),
+                    int(alert.late),
                 ),
             )
             self._db.execute(
                 "INSERT INTO warnings (id, asset, warning_type, level, active, raised_event_time,"
-                " updated_event_time, cleared_event_time, message_chain)"
-                " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET"
+                " updated_event_time, cleared_event_time, message_chain, late)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET"
                 " level = excluded.level, active = excluded.active,"
                 " updated_event_time = excluded.updated_event_time,"
                 " cleared_event_time = excluded.cleared_event_time,"
@@ -211,6 +226,7 @@ class Store:
                     warning.updated_event_time,
                     warning.cleared_event_time,
                     json.dumps(warning.message_chain),
+                    int(warning.late),
                 ),
             )
             self._db.execute("COMMIT")
@@ -232,7 +248,7 @@ class Store:
     def active_warnings(self) -> list[WarningRow]:
         rows = self._db.execute(
             "SELECT id, asset, warning_type, level, active, raised_event_time, updated_event_time,"
-            " cleared_event_time, message_chain FROM warnings WHERE active = 1"
+            " cleared_event_time, message_chain, late FROM warnings WHERE active = 1"
         ).fetchall()
         return [
             WarningRow(
@@ -245,18 +261,29 @@ class Store:
                 r[6],
                 r[7],
                 [tuple(x) for x in json.loads(r[8])],
+                bool(r[9]),
             )
             for r in rows
         ]
 
     def list_alerts(self, limit: int = 1000) -> list[dict]:
         rows = self._db.execute(
-            "SELECT identifier, sender, sent, msg_type, level, asset, warning_type, event_time"
-            " FROM alerts ORDER BY created_at, identifier LIMIT ?",
+            "SELECT identifier, sender, sent, msg_type, level, asset, warning_type, event_time,"
+            " late FROM alerts ORDER BY created_at, identifier LIMIT ?",
             (limit,),
         ).fetchall()
-        keys = ("identifier", "sender", "sent", "msgType", "level", "asset", "type", "event_time")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        keys = (
+            "identifier",
+            "sender",
+            "sent",
+            "msgType",
+            "level",
+            "asset",
+            "type",
+            "event_time",
+            "late",
+        )
+        return [dict(zip(keys, row, strict=True)) | {"late": bool(row[8])} for row in rows]
 
     def alert_xml(self, identifier: str) -> bytes | None:
         row = self._db.execute(
@@ -267,10 +294,32 @@ class Store:
     def list_warnings(self) -> list[dict]:
         rows = self._db.execute(
             "SELECT id, asset, warning_type, level, active, raised_event_time,"
-            " cleared_event_time FROM warnings ORDER BY raised_event_time"
+            " cleared_event_time, late FROM warnings ORDER BY raised_event_time"
         ).fetchall()
-        keys = ("id", "asset", "type", "level", "active", "event_time", "cleared_event_time")
-        return [dict(zip(keys, row, strict=True)) | {"active": bool(row[4])} for row in rows]
+        keys = (
+            "id",
+            "asset",
+            "type",
+            "level",
+            "active",
+            "event_time",
+            "cleared_event_time",
+            "late",
+        )
+        return [
+            dict(zip(keys, row, strict=True)) | {"active": bool(row[4]), "late": bool(row[7])}
+            for row in rows
+        ]
+
+    def live_warning_covered(self, asset: str, warning_type: str, t: float) -> bool:
+        """Was a live (not late) warning of this kind active at event time ``t``?"""
+        row = self._db.execute(
+            "SELECT 1 FROM warnings WHERE asset = ? AND warning_type = ? AND late = 0"
+            " AND raised_event_time <= ? AND (cleared_event_time IS NULL"
+            " OR cleared_event_time >= ?) LIMIT 1",
+            (asset, warning_type, t, t),
+        ).fetchone()
+        return row is not None
 
     # -- stats ---------------------------------------------------------------------------
     def stats(self) -> dict:

@@ -67,16 +67,49 @@ class WarningManager:
         self._asset_info = asset_info
         self._clock = clock
         self._serial = itertools.count(1)
+        restored = store.active_warnings()
         self.active: dict[tuple[str, str], WarningRow] = {
-            (w.asset, w.warning_type): w for w in store.active_warnings()
+            (w.asset, w.warning_type): w for w in restored if not w.late
         }
+        # Warnings judged from a replayed backlog live beside the live ones, never mixed.
+        self.late_active: dict[tuple[str, str], WarningRow] = {
+            (w.asset, w.warning_type): w for w in restored if w.late
+        }
+        self.suppressed_late = 0
 
     def _when(self, seconds: float) -> datetime:
         return datetime.fromtimestamp(seconds, UTC).astimezone(self.cap.tz)
 
     def apply(self, tr: Transition) -> IssuedMessage | None:
+        if tr.late:
+            return self._apply_late(tr)
         key = (tr.asset, tr.warning_type)
-        current = self.active.get(key)
+        return self._step(self.active, key, tr)
+
+    def _apply_late(self, tr: Transition) -> IssuedMessage | None:
+        """A transition judged from backlog data (event time before the live stream).
+
+        It becomes a late warning only if no live warning told the story already: none is
+        active now (the same episode, still going) and none was active at that event time
+        (a warning that has since cleared is never raised again from old data).
+        """
+        key = (tr.asset, tr.warning_type)
+        if (
+            key not in self.late_active
+            and tr.level is not None
+            and (
+                key in self.active
+                or self.store.live_warning_covered(tr.asset, tr.warning_type, tr.event_time)
+            )
+        ):
+            self.suppressed_late += 1
+            return None
+        return self._step(self.late_active, key, tr)
+
+    def _step(
+        self, active: dict[tuple[str, str], WarningRow], key: tuple[str, str], tr: Transition
+    ) -> IssuedMessage | None:
+        current = active.get(key)
         if tr.level is None:
             if current is None:
                 return None
@@ -117,12 +150,13 @@ class WarningManager:
                 ("RULE_ID", tr.rule_id),
                 ("ASSET_ID", tr.asset),
                 ("WARNING_TYPE", tr.warning_type),
+                *((("LATE", "TRUE"),) if tr.late else ()),
                 *sorted(tr.trigger.items()),
             ),
             references=tuple(CapReference(s, i, datetime.fromisoformat(t)) for s, i, t in chain),
             language=self.cap.language,
             instruction=None if msg_type == "Cancel" else INSTRUCTIONS[level],
-            note="Condition cleared" if msg_type == "Cancel" else None,
+            note=_note(msg_type, tr),
         )
         xml = render_cap(message)
         chain.append((self.cap.sender, identifier, format_cap_time(sent)))
@@ -136,6 +170,7 @@ class WarningManager:
             updated_event_time=tr.event_time,
             cleared_event_time=tr.event_time if msg_type == "Cancel" else None,
             message_chain=chain,
+            late=tr.late,
         )
         self.store.save_alert(
             AlertRow(
@@ -149,14 +184,28 @@ class WarningManager:
                 tr.event_time,
                 now,
                 xml,
+                tr.late,
             ),
             warning,
         )
         key = (tr.asset, tr.warning_type)
+        active = self.late_active if tr.late else self.active
         if warning.active:
-            self.active[key] = warning
+            active[key] = warning
         else:
-            self.active.pop(key, None)
+            active.pop(key, None)
         return IssuedMessage(
             identifier, msg_type, level, tr.asset, tr.warning_type, tr.event_time, xml
         )
+
+
+def _note(msg_type: str, tr: Transition) -> str | None:
+    parts = []
+    if tr.late:
+        parts.append(
+            "Late: judged from data recorded during an uplink outage and delivered afterwards;"
+            " 'effective' is when the condition was met."
+        )
+    if msg_type == "Cancel":
+        parts.append("Condition cleared.")
+    return " ".join(parts) or None

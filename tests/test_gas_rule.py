@@ -74,13 +74,29 @@ def test_thresholds_come_from_config():
     assert [lvl for _, lvl in run([0.16, 0.16, 0.31], cfg)] == ["yellow", "orange"]
 
 
-def test_event_time_order_and_late_samples():
+def test_older_samples_go_to_the_late_lane_in_their_own_order():
     rule = GasCh4Rule(GasRuleConfig())
-    assert rule.observe("a", T0 + 2, 0.3) is None
-    assert rule.observe("a", T0 + 1, 0.3) is None  # older than what was judged: ignored
+    assert rule.judge("a", T0 + 100, 0.02).lane == "live"
+    # A backlog older than the live data: judged in its own lane, with its own persistence.
+    assert rule.judge("a", T0 + 1, 0.3).lane == "late"
+    late = rule.judge("a", T0 + 2, 0.3)
+    assert late.lane == "late" and late.transition is not None
+    assert late.transition.level == "yellow" and late.transition.late
+    assert late.transition.event_time == T0 + 2
+    # Older than what the late lane already judged: truly out of order, ignored and counted.
+    assert rule.judge("a", T0 + 1.5, 0.3).lane == "skipped"
     assert rule.out_of_order == 1
-    tr = rule.observe("a", T0 + 3, 0.3)
-    assert tr is not None and tr.level == "yellow" and tr.event_time == T0 + 3
+    # The live lane never saw any of it.
+    assert rule.judge("a", T0 + 101, 0.02).transition is None
+
+
+def test_runs_do_not_span_a_gap_in_the_data():
+    rule = GasCh4Rule(GasRuleConfig())
+    assert rule.observe("a", T0, 0.3, update_time=1.0) is None
+    # One sample before a 10-minute gap and one after are not "two consecutive samples".
+    assert rule.observe("a", T0 + 600, 0.3, update_time=1.0) is None
+    tr = rule.observe("a", T0 + 601, 0.3, update_time=1.0)
+    assert tr is not None and tr.level == "yellow"
 
 
 def test_failed_quality_is_not_judged():

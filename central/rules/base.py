@@ -23,3 +23,4 @@ class Transition:
     rule_id: str
     trigger: dict[str, str] = field(default_factory=dict)
     summary: str = ""
+    late: bool = False  # judged from data older than the live stream (a replayed backlog)

@@ -17,11 +17,14 @@ Only records that passed the gateway's quality checks (q absent or 1) are judged
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 from central.config import GasRuleConfig
 from central.rules.base import Level, Transition, level_rank
 
+Lane = Literal["live", "late", "skipped"]
 WARNING_TYPE = "gas_leak"
 RULE_ID = "gas.ch4_lel.gbt50493"
 QUANTITY = "ch4_lel"
@@ -39,6 +42,12 @@ class _SeriesState:
     below_run: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    lane: Lane
+    transition: Transition | None
+
+
 class GasCh4Rule:
     warning_type = WARNING_TYPE
     rule_id = RULE_ID
@@ -47,6 +56,7 @@ class GasCh4Rule:
     def __init__(self, config: GasRuleConfig) -> None:
         self.cfg = config
         self._states: dict[str, _SeriesState] = {}
+        self._late: dict[str, _SeriesState] = {}
         self.out_of_order = 0
         self.skipped_quality = 0
 
@@ -80,17 +90,54 @@ class GasCh4Rule:
         return self._threshold(level) - self.cfg.hysteresis
 
     def observe(
-        self, series: str, t: float, value: float, quality: int | None = None
+        self,
+        series: str,
+        t: float,
+        value: float,
+        quality: int | None = None,
+        update_time: float | None = None,
     ) -> Transition | None:
-        """Judge one sample of one series; the transition's ``asset`` is the series key."""
+        return self.judge(series, t, value, quality, update_time).transition
+
+    def judge(
+        self,
+        series: str,
+        t: float,
+        value: float,
+        quality: int | None = None,
+        update_time: float | None = None,
+    ) -> Judgement:
+        """Judge one sample of one series on event time; the transition's ``asset`` is the
+        series key.
+
+        Samples newer than the series' live lane go to the live lane. Older ones — a backlog
+        replayed after live data resumed — go to a separate late lane with its own state, so
+        the past is judged in its own order and the present is not disturbed by it.
+        """
         if quality not in (None, 1):
             self.skipped_quality += 1
-            return None
-        s = self._states.setdefault(series, _SeriesState())
-        if s.last_time is not None and t <= s.last_time:
-            self.out_of_order += 1
-            return None
+            return Judgement("skipped", None)
+        live = self._states.setdefault(series, _SeriesState())
+        lane: Lane = "live"
+        state = live
+        if live.last_time is not None and t <= live.last_time:
+            lane, state = "late", self._late.setdefault(series, _SeriesState())
+            if state.last_time is not None and t <= state.last_time:
+                self.out_of_order += 1
+                return Judgement("skipped", None)
+        tr = self._step(series, state, t, value, update_time)
+        if tr is not None and lane == "late":
+            tr = dataclasses.replace(tr, late=True)
+        return Judgement(lane, tr)
+
+    def _step(
+        self, series: str, s: _SeriesState, t: float, value: float, ut: float | None
+    ) -> Transition | None:
         c = self.cfg
+        if ut and s.last_time is not None and t - s.last_time > 3 * ut:
+            # A gap in the data: runs of consecutive samples do not span it.
+            s.yellow_run = s.orange_run = s.rising_run = s.below_run = 0
+            s.last_value = s.blue_since = None
         # "Still rising" counts rises between samples both at or above orange: the climb that
         # led to orange is what made it orange, not evidence that it keeps going.
         rose = (
