@@ -18,6 +18,7 @@ from central.config import AssetConfig
 from central.fusion import AssetLevelFusion
 from central.rules.gas import GasCh4Rule
 from central.store import Store
+from central.timecheck import TIME_IMPLAUSIBLE, time_flag
 from central.warnings import AssetInfo, IssuedMessage, WarningManager
 from cloud_bridge.mqtt import parse_topic
 from cloud_bridge.senml import Pack, PackRejected, decode_pack
@@ -131,7 +132,7 @@ class IngestPipeline:
         if not packs:
             return []
         result = self.store.ingest(packs, received_at)
-        return self._evaluate(result.new)
+        return self._evaluate(result.new, received_at)
 
     def _handle_state(self, site: str, gateway: str, msg: Inbound) -> None:
         try:
@@ -148,14 +149,17 @@ class IngestPipeline:
             self.registry.learn_birth(gateway, birth)
         self.store.update_gateway(gateway, site, state, epoch, birth, msg.received_at)
 
-    def _evaluate(self, packs: Sequence[Pack]) -> list[IssuedMessage]:
+    def _evaluate(self, packs: Sequence[Pack], received_at: float) -> list[IssuedMessage]:
         issued: list[IssuedMessage] = []
         by_quantity = {rule.quantity: rule for rule in self.rules}
         samples = [
             (record.time, pack.gateway, record)
             for pack in packs
             for record in pack.records
-            if record.quantity in by_quantity and isinstance(record.value, float)
+            if record.quantity in by_quantity
+            and isinstance(record.value, float)
+            # A reading from 1970 or from the future is stored (flagged) but never judged.
+            and time_flag(record, received_at) != TIME_IMPLAUSIBLE
         ]
         samples.sort(key=lambda s: s[0])  # rules judge on event time
         for t, gateway, record in samples:

@@ -27,6 +27,16 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 CREATE INDEX IF NOT EXISTS readings_by_series ON readings (gateway, device, quantity, t);
 
+-- A gateway that was unsynchronised tells central how far off its readings were.
+CREATE TABLE IF NOT EXISTS clock_corrections (
+    gateway  TEXT NOT NULL,
+    epoch    BIGINT NOT NULL,
+    offset_s DOUBLE PRECISION NOT NULL,
+    since    DOUBLE PRECISION NOT NULL,  -- gateway time (unsynchronised scale)
+    until    DOUBLE PRECISION NOT NULL,  -- gateway time (unsynchronised scale) at sync
+    PRIMARY KEY (gateway, epoch, until)
+);
+
 CREATE TABLE IF NOT EXISTS gateways (
     gateway    TEXT PRIMARY KEY,
     site       TEXT NOT NULL,

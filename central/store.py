@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from central.timecheck import TIME_CORRECTED, TIME_IMPLAUSIBLE, TIME_UNSYNCED, time_flag
 from cloud_bridge.senml import Pack
 
 
@@ -69,11 +70,17 @@ class Store:
             # Warnings judged from a replayed backlog, reported late.
             ("alerts", "late", "INTEGER NOT NULL DEFAULT 0"),
             ("warnings", "late", "INTEGER NOT NULL DEFAULT 0"),
+            # Time quality (central/timecheck.py): 0 ok, 1 unsynced, 2 corrected, 3 implausible.
+            ("readings", "tq", "INTEGER NOT NULL DEFAULT 0"),
         )
         for table, column, ddl in added:
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS readings_time_flags ON readings (gateway, epoch, tq)"
+            " WHERE tq <> 0"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -96,7 +103,10 @@ class Store:
                 )
                 (new if cursor.rowcount == 1 else duplicates).append(pack)
             rows = []
+            corrections = []
             for pack in new:
+                known = self._corrections(pack.gateway, pack.epoch)
+                corrections += _corrections_in(pack)
                 for r in pack.records:
                     v = vs = vb = None
                     if isinstance(r.value, bool):
@@ -105,12 +115,15 @@ class Store:
                         vs = r.value
                     else:
                         v = r.value
+                    t, tq = r.time, time_flag(r, received_at)
+                    if tq == TIME_UNSYNCED:
+                        t, tq = _corrected(t, known)
                     rows.append(
                         (
                             pack.gateway,
                             r.device,
                             r.quantity,
-                            r.time,
+                            t,
                             v,
                             vs,
                             vb,
@@ -119,13 +132,25 @@ class Store:
                             r.quality,
                             pack.epoch,
                             pack.seq,
+                            tq,
                         )
                     )
             self._db.executemany(
                 "INSERT INTO readings (gateway, device, quantity, t, v, vs, vb, unit, ut, q,"
-                " epoch, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " epoch, seq, tq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            for gateway, epoch, offset, since, until in corrections:
+                self._db.execute(
+                    "INSERT INTO clock_corrections (gateway, epoch, offset_s, since, until)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (gateway, epoch, offset, since, until),
+                )
+                self._db.execute(
+                    "UPDATE readings SET t = t + ?, tq = ? WHERE gateway = ? AND epoch = ?"
+                    " AND tq = ? AND t BETWEEN ? AND ?",
+                    (offset, TIME_CORRECTED, gateway, epoch, TIME_UNSYNCED, since, until),
+                )
             self._count_devices(new, stored=True)
             self._count_devices(duplicates, stored=False)
             self._db.execute("COMMIT")
@@ -133,6 +158,12 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         return IngestResult(new, duplicates)
+
+    def _corrections(self, gateway: str, epoch: int) -> list[tuple[float, float, float]]:
+        return self._db.execute(
+            "SELECT offset_s, since, until FROM clock_corrections WHERE gateway = ? AND epoch = ?",
+            (gateway, epoch),
+        ).fetchall()
 
     def _count_devices(self, packs: Iterable[Pack], stored: bool) -> None:
         tally: dict[tuple[str, str], list[float]] = {}
@@ -353,7 +384,38 @@ class Store:
         for g in gateways.values():
             g.setdefault("devices", {})
             g.setdefault("rejected", {})
+            g.setdefault("time_flags", {})
             for key in ("received", "stored", "duplicates"):
                 g.setdefault(key, 0)
+        flag_names = {
+            TIME_UNSYNCED: "unsynced",
+            TIME_CORRECTED: "corrected",
+            TIME_IMPLAUSIBLE: "implausible",
+        }
+        for gw, tq, count in self._db.execute(
+            "SELECT gateway, tq, COUNT(*) FROM readings WHERE tq <> 0 GROUP BY gateway, tq"
+        ):
+            g = gateways.setdefault(gw, entry(gw))
+            g.setdefault("time_flags", {})[flag_names.get(tq, str(tq))] = count
         (n_readings,) = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()
         return {"totals": totals | {"readings_rows": n_readings}, "gateways": gateways}
+
+
+def _corrections_in(pack: Pack) -> list[tuple[str, int, float, float, float]]:
+    """Clock corrections a gateway sent: (gateway, epoch, offset, since, until)."""
+    by_name = {r.name: r for r in pack.records if r.device == "gateway"}
+    offset = by_name.get("gateway/clock_offset")
+    since = by_name.get("gateway/clock_unsynced_since")
+    if offset is None or since is None:
+        return []
+    if not isinstance(offset.value, float) or not isinstance(since.value, float):
+        return []
+    until = offset.time - offset.value  # the sync moment on the unsynchronised scale
+    return [(pack.gateway, pack.epoch, offset.value, since.value - 1.0, until + 1.0)]
+
+
+def _corrected(t: float, known: list[tuple[float, float, float]]) -> tuple[float, int]:
+    for offset, since, until in known:
+        if since <= t <= until:
+            return t + offset, TIME_CORRECTED
+    return t, TIME_UNSYNCED

@@ -8,7 +8,8 @@ carries the pack's identity as extension labels:
 (gateway, epoch, seq) dedup key end to end — and optionally ``rp`` (true when the pack is a
 replay from the outbox backlog). Extension labels never end in ``_``: RFC 8428 reserves that
 suffix for "must understand" labels, and a receiver rejects packs that carry one it does not
-know. A record may carry ``q`` (QARTOD-style quality flag: 1 pass, 3 suspect, 4 fail).
+know. A record may carry ``q`` (QARTOD-style quality flag: 1 pass, 3 suspect, 4 fail) and ``cu``
+(true: stamped while the gateway's clock was not synchronised; a correction follows).
 
 Record names are ``{device}/{quantity}``; the pack's base name is
 ``urn:dev:sentryline:{gateway}:`` so resolved names are globally unique.
@@ -60,7 +61,7 @@ _CBOR_LABELS = {
     "vd": 8,
 }
 _JSON_LABELS = {v: k for k, v in _CBOR_LABELS.items()}
-_KNOWN_LABELS = frozenset(_CBOR_LABELS) | {"gw", "ep", "sq", "rp", "q"}
+_KNOWN_LABELS = frozenset(_CBOR_LABELS) | {"gw", "ep", "sq", "rp", "q", "cu"}
 
 Value = float | str | bool
 
@@ -84,6 +85,7 @@ class Record:
     unit: str | None = None
     update_time: float | None = None  # SenML `ut`: the longest time before the next report
     quality: int | None = None  # QARTOD flag: 1 pass, 3 suspect, 4 fail
+    clock_synced: bool = True  # False: stamped while the gateway clock was unsynchronised
 
     @property
     def device(self) -> str:
@@ -150,6 +152,8 @@ def pack_to_records(pack: Pack) -> list[dict[str, Any]]:
             item["ut"] = rec.update_time
         if rec.quality is not None:
             item["q"] = rec.quality
+        if not rec.clock_synced:
+            item["cu"] = True  # "clock unsynchronised": sent only when true, to stay compact
         out.append(item)
     return out
 
@@ -324,6 +328,9 @@ def decode_pack(payload: bytes, content_type: str | None = None, now: float | No
         quality = item.get("q")
         if quality is not None and not _flag(quality):
             raise PackRejected("wrong_type", f"record {index}: 'q' must be an integer flag")
-        records.append(Record(local_name, when, value, unit, ut, quality))
+        unsynced = item.get("cu", False)
+        if not isinstance(unsynced, bool):
+            raise PackRejected("wrong_type", f"record {index}: 'cu' must be a boolean")
+        records.append(Record(local_name, when, value, unit, ut, quality, not unsynced))
 
     return Pack(gateway, epoch, seq, tuple(records), replayed)

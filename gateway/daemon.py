@@ -19,6 +19,7 @@ from cloud_bridge.senml import Record
 from cloud_bridge.uplink import Uplink
 from drivers.modbus.profile import load_profile
 from drivers.modbus.transport import ModbusTcpEndpoint
+from gateway.clock import ClockCorrection, GatewayClock
 from gateway.config import GatewayConfig
 from gateway.poller import ModbusDevicePoller
 
@@ -112,14 +113,38 @@ def status_records(rt: GatewayRuntime, interval_s: float, now: float) -> list[Re
     ]
 
 
-async def housekeeping(rt: GatewayRuntime, status_interval_s: float) -> None:
-    """Expire over-age packs and publish the gateway's status, periodically."""
+def correction_records(correction: ClockCorrection, now: float) -> list[Record]:
+    """Tell central how far off the readings stamped while unsynchronised were."""
+    return [
+        Record("gateway/clock_offset", now, correction.offset_s, "s"),
+        Record("gateway/clock_unsynced_since", now, correction.unsynced_since, "s"),
+    ]
+
+
+async def housekeeping(
+    rt: GatewayRuntime, clock: GatewayClock, status_interval_s: float, tick_s: float = 1.0
+) -> None:
+    """Follow the clock; expire over-age packs and publish the gateway's status, periodically."""
+    next_status = time.monotonic() + status_interval_s
     while True:
-        await asyncio.sleep(status_interval_s)
+        await asyncio.sleep(tick_s)
+        correction = clock.check()
+        if correction is not None:
+            rt.outbox.append([correction_records(correction, clock.now())], PRIORITY_EVENT)
+        if time.monotonic() < next_status:
+            continue
+        next_status += status_interval_s
         expired = rt.outbox.expire()
         if expired:
             log.warning("outbox: %d record(s) expired (older than the age bound)", expired)
-        rt.outbox.append([status_records(rt, status_interval_s, time.time())], PRIORITY_EVENT)
+        records = status_records(rt, status_interval_s, clock.now())
+        records += [
+            Record("gateway/clock_synced", clock.now(), clock.synced, None, status_interval_s),
+            Record(
+                "gateway/clock_steps", clock.now(), float(clock.steps), "count", status_interval_s
+            ),
+        ]
+        rt.outbox.append([records], PRIORITY_EVENT)
 
 
 @dataclass
@@ -133,8 +158,15 @@ class GatewayRuntime:
 
 
 class GatewayDaemon:
-    def __init__(self, config: GatewayConfig, *, drain_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        drain_timeout_s: float = 10.0,
+        clock: GatewayClock | None = None,
+    ) -> None:
         self.config = config
+        self.clock = clock or GatewayClock()
         self.drain_timeout_s = drain_timeout_s
         self.runtime: GatewayRuntime | None = None
         self.ready = asyncio.Event()
@@ -163,7 +195,14 @@ class GatewayDaemon:
             profile = load_profile(device.profile)
             pollers.append(
                 ModbusDevicePoller(
-                    device.id, profile, endpoint, t.device_id, device.poll_interval, builder.add
+                    device.id,
+                    profile,
+                    endpoint,
+                    t.device_id,
+                    device.poll_interval,
+                    builder.add,
+                    clock=self.clock.now,
+                    clock_synced=lambda: self.clock.synced,
                 )
             )
 
@@ -209,7 +248,9 @@ class GatewayDaemon:
                 producers = [tg.create_task(p.run()) for p in rt.pollers]
                 producers.append(tg.create_task(rt.builder.run()))
                 producers.append(
-                    tg.create_task(housekeeping(rt, self.config.uplink.status_interval_s))
+                    tg.create_task(
+                        housekeeping(rt, self.clock, self.config.uplink.status_interval_s)
+                    )
                 )
                 self.ready.set()
                 await stop.wait()

@@ -52,6 +52,7 @@ class ModbusDevicePoller:
         interval_s: float,
         sink: Callable[[list[Record]], None],
         clock: Callable[[], float] = time.time,
+        clock_synced: Callable[[], bool] = lambda: True,
     ) -> None:
         self.device_id = device_id
         self.profile = profile
@@ -61,6 +62,7 @@ class ModbusDevicePoller:
         self.requests: list[ReadRequest] = plan_reads(profile)  # compiled once per config
         self._sink = sink
         self._clock = clock
+        self._clock_synced = clock_synced
         self.counters = DeviceCounters()
 
     async def poll_once(self) -> list[Record]:
@@ -76,6 +78,7 @@ class ModbusDevicePoller:
             except CodecError as exc:
                 raise ModbusReadError("decode", str(exc)) from None
         points = {p.name: p for p in self.profile.points}
+        synced = self._clock_synced()
         records = []
         for name, value in values.items():
             point = points[name]
@@ -87,6 +90,7 @@ class ModbusDevicePoller:
                     unit=point.unit,
                     update_time=self.interval_s,
                     quality=quality_of(point, value),
+                    clock_synced=synced,
                 )
             )
         self.counters.polls_ok += 1

@@ -53,7 +53,7 @@ class Harness:
             Record("gas-1/ch4_lel", start + i, v, "/", 1.0, 1) for i, v in enumerate(values)
         )
         pack = Pack("gw-1", 1, next(self.seq), records)
-        msg = Inbound(TOPIC, encode_pack(pack), None, T0, replayed=replayed)
+        msg = Inbound(TOPIC, encode_pack(pack), None, T0 + 10_000, replayed=replayed)
         return self.pipeline.handle([msg])
 
 
