@@ -90,6 +90,8 @@ class IngestPipeline:
         self.warnings = warnings
         self.rules = list(rules)
         self.rejected: Counter[str] = Counter()
+        # (site, gateway) -> epoch -> seqs stored (or already stored) since the last take.
+        self._confirmations: dict[tuple[str, str], dict[int, list[int]]] = {}
         self.fusion = AssetLevelFusion()
         self.late_fusion = AssetLevelFusion()
         for warning in warnings.active.values():
@@ -100,8 +102,14 @@ class IngestPipeline:
         self.store.record_rejection(gateway, reason, detail)
         log.warning("rejected message from %s: %s: %s", gateway, reason, detail)
 
+    def take_confirmations(self) -> dict[tuple[str, str], dict[int, list[int]]]:
+        """Packs committed since the last call, for the gateways' end-to-end confirmation."""
+        taken, self._confirmations = self._confirmations, {}
+        return taken
+
     def handle(self, batch: Sequence[Inbound]) -> list[IssuedMessage]:
         packs: list[Pack] = []
+        sites: dict[str, str] = {}
         received_at = batch[-1].received_at if batch else 0.0
         for msg in batch:
             parsed = parse_topic(msg.topic)
@@ -129,9 +137,13 @@ class IngestPipeline:
             if msg.replayed and not pack.replayed:
                 pack = dataclasses.replace(pack, replayed=True)
             packs.append(pack)
+            sites[gateway] = site
         if not packs:
             return []
         result = self.store.ingest(packs, received_at)
+        for pack in packs:  # stored now, or stored before (a duplicate): either way, safe
+            by_epoch = self._confirmations.setdefault((sites[pack.gateway], pack.gateway), {})
+            by_epoch.setdefault(pack.epoch, []).append(pack.seq)
         return self._evaluate(result.new, received_at)
 
     def _handle_state(self, site: str, gateway: str, msg: Inbound) -> None:

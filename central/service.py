@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -23,10 +24,12 @@ from cloud_bridge.mqtt import (
     STATE_FILTER,
     TELEMETRY_FILTER,
     ClientOptions,
+    ack_topic,
     content_type_properties,
     make_client,
     message_content_type,
     message_replayed,
+    seq_ranges,
 )
 
 log = logging.getLogger(__name__)
@@ -143,10 +146,22 @@ class CentralService:
             for m in batch:
                 if m.qos > 0:
                     paho.ack(m.mid, m.qos)
+            await self._confirm(client)
             self.counters["messages"] += len(batch)
             self.counters["batches"] += 1
             if issued:
                 await self._publish_pending(client)
+
+    async def _confirm(self, client: aiomqtt.Client) -> None:
+        """Tell each gateway which packs are committed, so it can delete them.
+
+        QoS 0 is enough: a lost confirmation only means the pack is sent again and dropped
+        here as a duplicate (and confirmed again).
+        """
+        for (site, gateway), by_epoch in self.pipeline.take_confirmations().items():
+            for epoch, seqs in by_epoch.items():
+                body = json.dumps({"ep": epoch, "sq": seq_ranges(seqs)}).encode()
+                await client.publish(ack_topic(site, gateway), body, qos=0)
 
     async def _publish_pending(self, client: aiomqtt.Client) -> None:
         props = content_type_properties(self.config.broker, CAP_CONTENT_TYPE)

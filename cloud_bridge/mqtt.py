@@ -27,6 +27,22 @@ def state_topic(site: str, gateway: str) -> str:
     return f"{TOPIC_ROOT}/{site}/{gateway}/state"
 
 
+def ack_topic(site: str, gateway: str) -> str:
+    """Central confirms stored packs here: {"ep": epoch, "sq": [[first, last], ...]}."""
+    return f"{TOPIC_ROOT}/{site}/{gateway}/ack"
+
+
+def seq_ranges(seqs: list[int]) -> list[list[int]]:
+    """[3, 4, 5, 9] -> [[3, 5], [9, 9]]: compact confirmations."""
+    ranges: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    return ranges
+
+
 def parse_topic(topic: str) -> tuple[str, str, str] | None:
     """(site, gateway, kind) for a gateway topic, else None."""
     parts = topic.split("/")

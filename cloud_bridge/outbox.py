@@ -145,6 +145,10 @@ class Outbox:
             log.error("outbox %s is corrupt; moved aside to %s", self.path, self.moved_aside)
             self._db = self._connect()
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(packs)")}
+        if "sent_at" not in columns:
+            # When the broker took the pack (PUBACK) but central has not yet confirmed it.
+            self._db.execute("ALTER TABLE packs ADD COLUMN sent_at REAL")
         if max_file_bytes is not None:
             # A hard cap on the file (SQLITE_FULL beyond it), as on a small dedicated partition.
             # The WAL is outside max_page_count: checkpoint early and truncate it, so the
@@ -343,13 +347,18 @@ class Outbox:
         max_priority: int | None = None,
         after_id: int | None = None,
         upto_id: int | None = None,
+        sent_before: float | None = None,
     ) -> list[OutboxEntry]:
-        """The next packs to send: highest priority first, then oldest, within the filters."""
+        """The next packs to send: highest priority first, then oldest, within the filters.
+
+        Packs already sent and awaiting central's confirmation are left out, unless they were
+        sent before ``sent_before`` (their confirmation is overdue: send again).
+        """
         if limit <= 0:
             return []
         excluded = tuple(exclude)
-        clauses: list[str] = []
-        params: list[int] = []
+        clauses: list[str] = ["(sent_at IS NULL OR sent_at < ?)"]
+        params: list[float] = [-1.0 if sent_before is None else sent_before]
         if excluded:
             clauses.append(f"id NOT IN ({','.join('?' * len(excluded))})")
             params.extend(excluded)
@@ -373,6 +382,33 @@ class Outbox:
     def max_id(self) -> int:
         """The newest pack's id (0 when empty): the live/backlog boundary at a reconnect."""
         return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM packs").fetchone()[0])
+
+    def mark_sent(self, ids: Sequence[int]) -> None:
+        """The broker has these packs (PUBACK); keep them until central confirms."""
+        if ids:
+            now = self._clock()
+            self._db.executemany(
+                "UPDATE packs SET sent_at = ? WHERE id = ?", [(now, i) for i in ids]
+            )
+
+    def unsend_all(self) -> int:
+        """After a reconnect nothing the old connection sent is trusted to have arrived."""
+        return self._db.execute(
+            "UPDATE packs SET sent_at = NULL WHERE sent_at IS NOT NULL"
+        ).rowcount
+
+    def confirm(self, epoch: int, seq_ranges: Sequence[tuple[int, int]]) -> int:
+        """Central stored these packs: delete them. Returns how many records that removed."""
+        ids: list[int] = []
+        for first, last in seq_ranges:
+            ids += [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT id FROM packs WHERE epoch = ? AND seq BETWEEN ? AND ?",
+                    (epoch, first, last),
+                )
+            ]
+        return self.ack(ids)
 
     def ack(self, ids: Sequence[int]) -> int:
         """Delete packs whose PUBACK arrived. Returns how many records that removed."""

@@ -1,10 +1,14 @@
-"""Drains the outbox to the broker: QoS 1, a window of packs in flight, delete on PUBACK.
+"""Drains the outbox to the broker: QoS 1, a window of packs in flight, end-to-end confirmed.
 
 aiomqtt has no automatic reconnect, so :meth:`Uplink.run` owns the connect loop, with
-jittered exponential backoff. A pack is acknowledged in the outbox only after
-``client.publish`` returned, which for QoS 1 means the broker's PUBACK arrived; anything in
-flight when the connection drops stays in the outbox and is sent again (central drops the
-duplicate by its (gateway, epoch, seq) key).
+jittered exponential backoff. A pack never leaves the outbox before ``client.publish``
+returned, which for QoS 1 means the broker's PUBACK arrived. With ``confirm="central"``
+(the default) that only marks it sent: it is deleted when central confirms it stored it, on
+``sentryline/v1/{site}/{gateway}/ack``, because a PUBACK is the broker's word and a broker
+that crashes loses what it had not delivered. Sent packs whose confirmation is overdue, and
+all of them after a reconnect, are sent again; central drops the duplicates by their
+(gateway, epoch, seq) key. ``confirm="puback"`` deletes on PUBACK (brokers you trust to
+persist, or no central confirmations).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import aiomqtt
 
 from cloud_bridge.mqtt import (
     BrokerSettings,
     ClientOptions,
+    ack_topic,
     content_type_properties,
     make_client,
     state_topic,
@@ -40,6 +46,8 @@ class UplinkCounters:
     connect_failures: int = 0
     packs_published: int = 0
     packs_replayed: int = 0
+    records_confirmed: int = 0
+    bad_confirmations: int = 0
     publish_failures: int = 0
     last_latency_s: float | None = None
     latencies_s: list[float] = field(default_factory=list)
@@ -62,6 +70,8 @@ class Uplink:
         window: int = 64,
         birth: Callable[[], dict[str, object]] | None = None,
         replay_rate: float = 200.0,
+        confirm: Literal["central", "puback"] = "central",
+        confirm_timeout_s: float = 30.0,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 30.0,
     ) -> None:
@@ -71,6 +81,9 @@ class Uplink:
         self.gateway = gateway
         self.window = window
         self.replay_rate = replay_rate
+        self.confirm = confirm
+        self.confirm_timeout_s = confirm_timeout_s
+        self._ack_topic = ack_topic(site, gateway)
         self._birth = birth or (lambda: {})
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
@@ -108,9 +121,22 @@ class Uplink:
                     await client.publish(
                         self._state_topic, self._state_payload("online"), qos=1, retain=True
                     )
+                    if self.confirm == "central":
+                        await client.subscribe(self._ack_topic, qos=1)
+                        # Whatever the last connection sent may have died with it (a broker
+                        # crash loses what it had not delivered): send it all again.
+                        self.outbox.unsend_all()
                     self.connected.set()
                     log.info("uplink connected to %s", self.broker.url)
-                    await self._pump(client, stop)
+                    # Not a TaskGroup: the pump's MqttError must reach the reconnect loop
+                    # unwrapped; the listener just ends with the connection.
+                    listener = asyncio.create_task(self._confirmations(client))
+                    try:
+                        await self._pump(client, stop)
+                    finally:
+                        listener.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await listener
                     # Clean shutdown: say so on the state topic; the will is not sent then.
                     await client.publish(
                         self._state_topic, self._state_payload("offline"), qos=1, retain=True
@@ -128,6 +154,31 @@ class Uplink:
                     await asyncio.wait_for(stop.wait(), sleep)
                 delay = min(delay * 2, self._backoff_max)
 
+    async def _confirmations(self, client: aiomqtt.Client) -> None:
+        """Central's confirmations of stored packs: only now are they deleted."""
+        with contextlib.suppress(aiomqtt.MqttError):  # disconnected: the pump notices too
+            await self._listen(client)
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                body = json.loads(message.payload)  # type: ignore[arg-type]
+                epoch = body["ep"]
+                ranges = [(int(a), int(b)) for a, b in body["sq"]]
+                if not isinstance(epoch, int):
+                    raise TypeError("ep must be an integer")
+            except (ValueError, KeyError, TypeError) as exc:
+                self.counters.bad_confirmations += 1
+                log.warning("ignoring a malformed confirmation: %s", exc)
+                continue
+            self.counters.records_confirmed += self.outbox.confirm(epoch, ranges)
+            self._wake.set()
+
+    def _sent_before(self) -> float | None:
+        if self.confirm != "central":
+            return None
+        return time.time() - self.confirm_timeout_s
+
     def _select(
         self,
         free: int,
@@ -142,21 +193,32 @@ class Uplink:
         first, at ``replay_rate`` packs/s so live data and warnings are never queued behind
         it (except when draining at shutdown, when speed is all that matters).
         """
+        sent_before = self._sent_before()
         picked = [
             (e, e.id <= backlog_upto)
-            for e in self.outbox.peek(free, exclude, min_priority=PRIORITY_TELEMETRY + 1)
+            for e in self.outbox.peek(
+                free, exclude, min_priority=PRIORITY_TELEMETRY + 1, sent_before=sent_before
+            )
         ]
         picked += [
             (e, False)
             for e in self.outbox.peek(
-                free - len(picked), exclude, max_priority=PRIORITY_TELEMETRY, after_id=backlog_upto
+                free - len(picked),
+                exclude,
+                max_priority=PRIORITY_TELEMETRY,
+                after_id=backlog_upto,
+                sent_before=sent_before,
             )
         ]
         room = free - len(picked)
         allowed = room if draining else min(room, bucket.available())
         if allowed > 0:
             replay = self.outbox.peek(
-                allowed, exclude, max_priority=PRIORITY_TELEMETRY, upto_id=backlog_upto
+                allowed,
+                exclude,
+                max_priority=PRIORITY_TELEMETRY,
+                upto_id=backlog_upto,
+                sent_before=sent_before,
             )
             bucket.take(len(replay))
             picked += [(e, True) for e in replay]
@@ -193,7 +255,10 @@ class Uplink:
                 self._wake.clear()
                 if acked:
                     batch, acked[:] = list(acked), []
-                    self.outbox.ack(batch)
+                    if self.confirm == "central":
+                        self.outbox.mark_sent(batch)
+                    else:
+                        self.outbox.ack(batch)
                 if failure:
                     raise failure[0]
                 free = self.window - len(in_flight)
@@ -213,7 +278,10 @@ class Uplink:
             for task in in_flight.values():
                 task.cancel()
             if acked:
-                self.outbox.ack(list(acked))
+                if self.confirm == "central":
+                    self.outbox.mark_sent(list(acked))
+                else:
+                    self.outbox.ack(list(acked))
 
 
 class _TokenBucket:

@@ -72,6 +72,11 @@ class UplinkConfig(_Strict):
     replay_rate_packs_s: float = Field(
         200, gt=0, description="backlog replay rate after an outage (live data goes first)"
     )
+    confirm: Literal["central", "puback"] = Field(
+        "central",
+        description="delete a pack when central confirms it stored it (default), or on PUBACK",
+    )
+    confirm_timeout_s: float = Field(30, gt=0, description="re-send if unconfirmed this long")
     status_interval_s: float = Field(30, ge=1, le=3600, description="gateway status record")
 
 

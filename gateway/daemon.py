@@ -227,6 +227,8 @@ class GatewayDaemon:
             gateway=cfg.gateway_id,
             window=cfg.uplink.window,
             replay_rate=cfg.uplink.replay_rate_packs_s,
+            confirm=cfg.uplink.confirm,
+            confirm_timeout_s=cfg.uplink.confirm_timeout_s,
             birth=birth,
         )
         return GatewayRuntime(outbox, uplink, pollers, builder)
