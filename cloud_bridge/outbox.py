@@ -3,8 +3,9 @@
 Why packs and not readings: the dedup key (gateway, epoch, seq) names a pack. Sealing the
 pack at append time — records grouped, sequence assigned, bytes encoded — means a pack
 re-sent after a crash or reconnect is byte-for-byte the same message, so central can drop it
-as a duplicate. Each open of the outbox starts a new boot epoch (persisted), so sequence
-numbers never collide across restarts even when the previous run crashed mid-epoch.
+as a duplicate. Each open of the outbox starts a new boot epoch, never used before by this
+gateway (see ``_next_epoch``), so sequence numbers never collide across restarts, crashes
+mid-epoch, or a corrupt file replaced by a fresh one.
 
 Eviction policy (stated, counted): when the file's payload bytes exceed ``max_bytes``, the
 oldest packs of the *lowest* priority go first (telemetry before events/warnings); packs older
@@ -14,6 +15,7 @@ than ``max_age_s`` expire. Nothing else ever deletes a pack except :meth:`Outbox
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -66,6 +68,15 @@ class OutboxFull(Exception):
 
 def _is_disk_full(exc: sqlite3.OperationalError) -> bool:
     return "full" in str(exc).lower()  # SQLITE_FULL: "database or disk is full"
+
+
+def _write_epoch_file(path: Path, epoch: int) -> None:
+    tmp = path.with_name(f"{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(f"{epoch}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _move_aside(path: Path, now: float) -> Path:
@@ -162,10 +173,14 @@ class Outbox:
             for key in _COUNTERS:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (key,))
             if new_epoch:
-                self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'epoch'", (self._next_epoch(),)
+                )
             if self.moved_aside is not None:
                 self._bump(corrupt_files_moved_aside=1)
         self.epoch = self._counter("epoch")
+        if new_epoch:
+            _write_epoch_file(self._epoch_file, self.epoch)
         row = self._db.execute(
             "SELECT COALESCE(MAX(seq) + 1, 0) FROM packs WHERE epoch = ?", (self.epoch,)
         ).fetchone()
@@ -174,6 +189,24 @@ class Outbox:
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM packs"
         ).fetchone()[0]
         self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def _epoch_file(self) -> Path:
+        return self.path.with_name(f"{self.path.name}.epoch")
+
+    def _next_epoch(self) -> int:
+        """A boot epoch this gateway has never used, even if the outbox file was lost.
+
+        (gateway, epoch, seq) is central's dedup key: a repeated epoch would make central drop
+        new packs as duplicates. The file's counter, a sidecar file written atomically, and the
+        clock in seconds (for when both are gone) each set a floor.
+        """
+        stored = self._counter("epoch")
+        try:
+            sidecar = int(self._epoch_file.read_text().strip() or 0)
+        except (OSError, ValueError):
+            sidecar = 0
+        return max(stored + 1, sidecar + 1, int(self._clock()))
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -385,11 +418,19 @@ class Outbox:
 
     def mark_sent(self, ids: Sequence[int]) -> None:
         """The broker has these packs (PUBACK); keep them until central confirms."""
-        if ids:
-            now = self._clock()
-            self._db.executemany(
-                "UPDATE packs SET sent_at = ? WHERE id = ?", [(now, i) for i in ids]
-            )
+        if not ids:
+            return
+        rows = [(self._clock(), i) for i in ids]
+        for _ in range(8):
+            try:
+                self._db.executemany("UPDATE packs SET sent_at = ? WHERE id = ?", rows)
+                return
+            except sqlite3.OperationalError as exc:
+                # A full file: the grown rows need pages. Make room by the stated policy.
+                if not _is_disk_full(exc) or not self._evict_for_space(
+                    max(4096, self._payload_bytes // 16), below=None
+                ):
+                    raise
 
     def unsend_all(self) -> int:
         """After a reconnect nothing the old connection sent is trusted to have arrived."""

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class UplinkCounters:
     packs_replayed: int = 0
     records_confirmed: int = 0
     bad_confirmations: int = 0
+    outbox_errors: int = 0
     publish_failures: int = 0
     last_latency_s: float | None = None
     latencies_s: list[float] = field(default_factory=list)
@@ -171,7 +173,11 @@ class Uplink:
                 self.counters.bad_confirmations += 1
                 log.warning("ignoring a malformed confirmation: %s", exc)
                 continue
-            self.counters.records_confirmed += self.outbox.confirm(epoch, ranges)
+            try:
+                self.counters.records_confirmed += self.outbox.confirm(epoch, ranges)
+            except sqlite3.Error as exc:
+                self.counters.outbox_errors += 1
+                log.error("outbox delete failed (%s); the packs are confirmed again later", exc)
             self._wake.set()
 
     def _sent_before(self) -> float | None:
@@ -255,10 +261,15 @@ class Uplink:
                 self._wake.clear()
                 if acked:
                     batch, acked[:] = list(acked), []
-                    if self.confirm == "central":
-                        self.outbox.mark_sent(batch)
-                    else:
-                        self.outbox.ack(batch)
+                    try:
+                        if self.confirm == "central":
+                            self.outbox.mark_sent(batch)
+                        else:
+                            self.outbox.ack(batch)
+                    except sqlite3.Error as exc:
+                        # Never die on the outbox: the packs stay and are sent again.
+                        self.counters.outbox_errors += 1
+                        log.error("outbox update failed (%s); packs will be re-sent", exc)
                 if failure:
                     raise failure[0]
                 free = self.window - len(in_flight)

@@ -31,7 +31,7 @@ T0 = 1_700_000_000.0
 
 
 class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
+    def __init__(self, now: float = 1.0) -> None:  # near 0: epochs count from 1
         self.now = now
 
     def __call__(self) -> float:
@@ -163,7 +163,7 @@ def test_reopen_starts_new_epoch_and_keeps_unacked(db: Path, clock: FakeClock) -
 
 def test_reopen_with_nothing_appended_still_advances_epoch(db: Path) -> None:
     for expected in (1, 2, 3):
-        box = Outbox(db, GW)
+        box = Outbox(db, GW, clock=FakeClock())
         assert box.epoch == expected
         box.close()
 
@@ -258,7 +258,7 @@ def _size(box: Outbox, seq: int, records: Sequence[Record]) -> int:
 
 
 def test_byte_bound_evicts_oldest_first_and_no_more(db: Path, clock: FakeClock) -> None:
-    size = _size(Outbox(db.with_name("probe.db"), GW), 0, recs(2))
+    size = _size(Outbox(db.with_name("probe.db"), GW, clock=FakeClock()), 0, recs(2))
     box = Outbox(db, GW, clock=clock, max_bytes=3 * size + size // 2)
     assert box.append([recs(2), recs(2), recs(2)]) == [(1, 0), (1, 1), (1, 2)]
     st = check_invariants(box)
@@ -275,7 +275,7 @@ def test_byte_bound_evicts_oldest_first_and_no_more(db: Path, clock: FakeClock) 
 
 
 def test_byte_bound_spares_higher_priority(db: Path, clock: FakeClock) -> None:
-    size = _size(Outbox(db.with_name("probe.db"), GW), 0, recs(2))
+    size = _size(Outbox(db.with_name("probe.db"), GW, clock=FakeClock()), 0, recs(2))
     box = Outbox(db, GW, clock=clock, max_bytes=3 * size + size // 2)
     box.append([recs(2)], priority=PRIORITY_WARNING)  # the oldest pack
     box.append([recs(2)], priority=PRIORITY_EVENT)
@@ -313,7 +313,7 @@ def test_oversized_pack_is_evicted_alone(db: Path, clock: FakeClock) -> None:
 def test_eviction_matches_reference_model(db: Path, clock: FakeClock) -> None:
     """Random appends against a model of the stated policy: lowest priority, then oldest."""
     rng = random.Random(8428)
-    size = _size(Outbox(db.with_name("probe.db"), GW), 0, recs(3))
+    size = _size(Outbox(db.with_name("probe.db"), GW, clock=FakeClock()), 0, recs(3))
     box = Outbox(db, GW, clock=clock, max_bytes=6 * size)
     model: dict[tuple[int, int], tuple[int, int, int]] = {}  # key -> (priority, size, n)
     evicted_records = 0
@@ -428,7 +428,7 @@ def _drop_trigger(db: Path) -> None:
 )
 def test_failed_append_leaves_byte_count_right(db: Path, clock: FakeClock, trigger: str) -> None:
     """A rolled-back append must leave no phantom bytes for later evictions to act on."""
-    size = _size(Outbox(db.with_name("probe.db"), GW), 0, recs(2))
+    size = _size(Outbox(db.with_name("probe.db"), GW, clock=FakeClock()), 0, recs(2))
     box = Outbox(db, GW, clock=clock, max_bytes=2 * size)
     box.append([recs(2), recs(2)])
     _fail_next(db, trigger)
@@ -507,7 +507,8 @@ def test_committed_packs_survive_sigkill(db: Path) -> None:
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
-        assert line.split() == ["appended", "1"], proc.stderr.read() if proc.stderr else ""
+        word, child_epoch = line.split()
+        assert word == "appended", proc.stderr.read() if proc.stderr else ""
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL
     finally:
@@ -517,12 +518,12 @@ def test_committed_packs_survive_sigkill(db: Path) -> None:
     assert Path(f"{db}-wal").exists()  # no clean close: the WAL was never checkpointed away
 
     box = Outbox(db, GW)
-    assert box.epoch == 2
+    assert box.epoch > int(child_epoch)
     entries = sorted(box.peek(1000), key=lambda e: e.seq)
-    assert [(e.epoch, e.seq) for e in entries] == [(1, i) for i in range(n)]
+    assert [(e.epoch, e.seq) for e in entries] == [(int(child_epoch), i) for i in range(n)]
     for i, entry in enumerate(entries):
         pack = decode_pack(entry.payload)
-        assert pack.key == (GW, 1, i)
+        assert pack.key == (GW, int(child_epoch), i)
         assert pack.records == (Record("d1/level", 1.7e9 + i, float(i), "m"),)
     st = check_invariants(box)
     assert (st.packs_appended, st.records_appended) == (n, n)
@@ -542,8 +543,21 @@ def test_corrupt_file_is_moved_aside_and_reported(db: Path, clock: FakeClock) ->
     assert fresh.moved_aside.read_bytes().startswith(b"SQLite format 3")
     st = fresh.stats()
     assert st.corrupt_files_moved_aside == 1 and st.depth_packs == 0
-    assert fresh.append([recs(1)]) == [(1, 0)]
+    # The fresh file must not start the epochs again: central has (gateway, 1, 0) already
+    # and would drop new packs as duplicates. The sidecar epoch file remembers.
+    assert fresh.append([recs(1)]) == [(2, 0)]
     fresh.close()
+
+
+def test_epoch_never_repeats_even_when_file_and_sidecar_are_lost(db: Path) -> None:
+    box = Outbox(db, GW, clock=FakeClock(1_790_000_000.0))
+    first = box.epoch
+    box.close()
+    for path in db.parent.iterdir():
+        path.unlink()
+    later = Outbox(db, GW, clock=FakeClock(1_790_000_050.0))
+    assert later.epoch > first  # the clock is the last floor
+    later.close()
 
 
 def test_not_a_database_is_moved_aside(db: Path, clock: FakeClock) -> None:
@@ -598,4 +612,19 @@ def test_priority_appends_restore_normal_sync(db: Path, clock: FakeClock) -> Non
     box.append([recs(1)], priority=PRIORITY_WARNING)
     (level,) = box._db.execute("PRAGMA synchronous").fetchone()
     assert level == 1  # NORMAL again after the FULL-synchronous warning transaction
+    box.close()
+
+
+def test_marking_sent_on_a_full_file_makes_room_instead_of_failing(
+    db: Path, clock: FakeClock
+) -> None:
+    box = Outbox(db, GW, clock=clock, max_file_bytes=128 * 1024)
+    for _ in range(200):
+        box.append([recs(20)])
+    ids = [e.id for e in box.peek(10_000)]
+    box.mark_sent(ids)  # rows grow (sent_at): pages are needed on a file at its cap
+    st = box.stats()
+    assert st.depth_packs > 0
+    assert st.records_appended == st.depth_records + st.records_evicted
+    assert box.peek(10_000) == []  # every surviving pack is marked sent
     box.close()
