@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench clean mosquitto venv
+.PHONY: demo test lint bench clean mosquitto venv train
 
 venv: $(STAMP)
 
@@ -40,6 +40,13 @@ test: venv mosquitto
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Retrain the edge models (TensorFlow in its own venv; never needed at run time).
+train:
+	$(PYTHON) -m venv .venv-train
+	.venv-train/bin/pip install --quiet -e '.[train]'
+	.venv-train/bin/python -m edge_models.train all
+	.venv-train/bin/python -m edge_models.manifest build
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
