@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cloud_bridge.mqtt import BrokerSettings
 from drivers.modbus.profile import load_profile
+from edge_models.boards import load_board
+from edge_models.stage import ModelAttachment
 from provisioning.configfile import ConfigError, load_yaml_model
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
@@ -32,7 +34,29 @@ class ModbusTcpTransport(_Strict):
     timeout: float = Field(1.0, gt=0, le=30)
 
 
-Transport = Annotated[ModbusTcpTransport, Field(discriminator="type")]
+class ModbusRtuTransport(_Strict):
+    type: Literal["modbus-rtu"]
+    port: str = Field(min_length=1, description="serial device (/dev/ttyUSB0) or pyserial URL")
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+    device_id: int = Field(1, ge=1, le=247, description="Modbus unit id (1-247)")
+    timeout: float = Field(1.0, gt=0, le=30)
+    turnaround_s: float = Field(0.1, ge=0, le=5, description="broadcast turnaround delay")
+
+    @property
+    def line(self) -> tuple[str, int, str, int]:
+        return (self.port, self.baudrate, self.parity, self.stopbits)
+
+
+Transport = Annotated[ModbusTcpTransport | ModbusRtuTransport, Field(discriminator="type")]
+
+
+def endpoint_key(transport: ModbusTcpTransport | ModbusRtuTransport) -> str:
+    """One owner per TCP endpoint or serial port: devices with the same key share it."""
+    if isinstance(transport, ModbusRtuTransport):
+        return f"rtu:{transport.port}"
+    return f"tcp:{transport.host}:{transport.port}"
 
 
 class DeviceConfig(_Strict):
@@ -42,6 +66,7 @@ class DeviceConfig(_Strict):
     poll_interval: float = Field(gt=0, le=86400, description="seconds between polls")
     asset: Identifier | None = None
     location: Location | None = None
+    model: ModelAttachment | None = Field(None, description="an edge model on these readings")
 
     @field_validator("profile")
     @classmethod
@@ -86,6 +111,7 @@ class GatewayConfig(_Strict):
     broker: BrokerSettings = BrokerSettings()
     outbox: OutboxConfig = OutboxConfig()
     uplink: UplinkConfig = UplinkConfig()
+    board: str = Field("x86", description="board profile under hardware/boards/ (edge models)")
     devices: list[DeviceConfig] = Field(min_length=1)
 
     @field_validator("devices")
@@ -98,18 +124,35 @@ class GatewayConfig(_Strict):
             seen.add(device.id)
         return devices
 
+    @field_validator("board")
+    @classmethod
+    def _board_loads(cls, name: str) -> str:
+        try:
+            load_board(name)
+        except ConfigError as exc:
+            raise ValueError(f"board '{name}' cannot be loaded: {exc}") from None
+        return name
+
     @model_validator(mode="after")
-    def _no_shared_unit_ids(self) -> GatewayConfig:
-        endpoints: dict[tuple[str, int, int], str] = {}
+    def _one_line_per_port_and_unique_unit_ids(self) -> GatewayConfig:
+        units: dict[tuple[str, int], str] = {}
+        lines: dict[str, tuple[str, tuple[str, int, str, int]]] = {}
         for device in self.devices:
             t = device.transport
-            key = (t.host, t.port, t.device_id)
-            if key in endpoints:
+            key = endpoint_key(t)
+            if (key, t.device_id) in units:
                 raise ValueError(
-                    f"devices '{endpoints[key]}' and '{device.id}' share {t.host}:{t.port}"
+                    f"devices '{units[(key, t.device_id)]}' and '{device.id}' share {key}"
                     f" unit id {t.device_id}"
                 )
-            endpoints[key] = device.id
+            units[(key, t.device_id)] = device.id
+            if isinstance(t, ModbusRtuTransport):
+                first = lines.setdefault(key, (device.id, t.line))
+                if first[1] != t.line:
+                    raise ValueError(
+                        f"devices '{first[0]}' and '{device.id}' are on {t.port} with different"
+                        " baud rate, parity or stop bits: one RS-485 line has one setting"
+                    )
         return self
 
 

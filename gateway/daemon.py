@@ -1,4 +1,4 @@
-"""The gateway daemon: pollers → pack builder → outbox → uplink, under one TaskGroup.
+"""The gateway daemon: buses → (edge models) → pack builder → outbox → uplink, one TaskGroup.
 
 Shutdown (SIGTERM) stops the pollers first, seals what they produced into the outbox, then
 lets the uplink drain for up to ``drain_timeout_s``. Whatever is not acknowledged by then
@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from cloud_bridge.outbox import PRIORITY_EVENT, PRIORITY_TELEMETRY, Outbox, OutboxFull
 from cloud_bridge.senml import Record
 from cloud_bridge.uplink import Uplink
+from drivers.modbus.bus import ModbusBus
 from drivers.modbus.profile import load_profile
+from drivers.modbus.rtu import ModbusRtuEndpoint
 from drivers.modbus.transport import ModbusTcpEndpoint
+from edge_models.boards import load_board
+from edge_models.stage import EdgeStage, ModelAttachment
 from gateway.clock import ClockCorrection, GatewayClock
-from gateway.config import GatewayConfig
-from gateway.poller import ModbusDevicePoller
+from gateway.config import GatewayConfig, ModbusRtuTransport, endpoint_key
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,16 @@ def status_records(rt: GatewayRuntime, interval_s: float, now: float) -> list[Re
         ("records_dropped", rt.builder.dropped_records, "count"),
         ("publish_latency_p99", p99, "s"),
         ("uplink_connects", rt.uplink.counters.connects, "count"),
-        ("poll_errors", sum(sum(p.counters.errors.values()) for p in rt.pollers), "count"),
+        (
+            "poll_errors",
+            sum(c.polls - c.ok for b in rt.buses for c in b.counters.values()),
+            "count",
+        ),
+        (
+            "devices_degraded",
+            sum(c.degraded for b in rt.buses for c in b.counters.values()),
+            "count",
+        ),
     ]
     return [
         Record(f"gateway/{name}", now, float(value), unit, interval_s)
@@ -153,8 +165,9 @@ class GatewayRuntime:
 
     outbox: Outbox
     uplink: Uplink
-    pollers: list[ModbusDevicePoller]
+    buses: list[ModbusBus]
     builder: PackBuilder
+    stages: list[EdgeStage]
 
 
 class GatewayDaemon:
@@ -183,27 +196,34 @@ class GatewayDaemon:
             max_file_bytes=cfg.outbox.max_file_bytes,
         )
         builder = PackBuilder(outbox, cfg.uplink.pack_max_records, cfg.uplink.pack_max_delay_s)
-        endpoints: dict[tuple[str, int], ModbusTcpEndpoint] = {}
-        pollers = []
+        stages = self._edge_stages(outbox, builder)
+
+        def sink(records: list[Record]) -> None:
+            builder.add(records)
+            for stage in stages:
+                stage.submit(records)
+
+        # One owner (endpoint + bus scheduler) per TCP endpoint or serial port.
+        buses: dict[str, ModbusBus] = {}
         for device in cfg.devices:
             t = device.transport
-            endpoint = endpoints.get((t.host, t.port))
-            if endpoint is None:
-                endpoint = endpoints[(t.host, t.port)] = ModbusTcpEndpoint(
-                    t.host, t.port, t.timeout
-                )
-            profile = load_profile(device.profile)
-            pollers.append(
-                ModbusDevicePoller(
-                    device.id,
-                    profile,
+            key = endpoint_key(t)
+            if key not in buses:
+                endpoint: ModbusTcpEndpoint | ModbusRtuEndpoint
+                if isinstance(t, ModbusRtuTransport):
+                    endpoint = ModbusRtuEndpoint(
+                        t.port, t.baudrate, t.parity, t.stopbits, t.timeout, t.turnaround_s
+                    )
+                else:
+                    endpoint = ModbusTcpEndpoint(t.host, t.port, t.timeout)
+                buses[key] = ModbusBus(
                     endpoint,
-                    t.device_id,
-                    device.poll_interval,
-                    builder.add,
+                    sink,
                     clock=self.clock.now,
                     clock_synced=lambda: self.clock.synced,
                 )
+            buses[key].add_device(
+                device.id, load_profile(device.profile), t.device_id, device.poll_interval
             )
 
         def birth() -> dict[str, object]:
@@ -231,7 +251,26 @@ class GatewayDaemon:
             confirm_timeout_s=cfg.uplink.confirm_timeout_s,
             birth=birth,
         )
-        return GatewayRuntime(outbox, uplink, pollers, builder)
+        return GatewayRuntime(outbox, uplink, list(buses.values()), builder, stages)
+
+    def _edge_stages(self, outbox: Outbox, builder: PackBuilder) -> list[EdgeStage]:
+        """One inference stage per distinct model attachment, shared by its devices."""
+        groups: dict[str, tuple[ModelAttachment, set[str]]] = {}
+        for device in self.config.devices:
+            if device.model is not None:
+                key = device.model.model_dump_json()
+                groups.setdefault(key, (device.model, set()))[1].add(device.id)
+        if not groups:
+            return []
+        board = load_board(self.config.board)
+
+        def emit(records: list[Record], priority: int) -> None:  # called on the loop
+            if priority == PRIORITY_TELEMETRY:
+                builder.add(records)
+            else:
+                outbox.append([records], priority)
+
+        return [EdgeStage(spec, board, emit, devices=ids) for spec, ids in groups.values()]
 
     async def run(self, stop: asyncio.Event) -> None:
         rt = self.runtime = self._build()
@@ -241,13 +280,15 @@ class GatewayDaemon:
             self.config.site,
             self.config.gateway_id,
             rt.outbox.epoch,
-            len(rt.pollers),
+            sum(len(bus.counters) for bus in rt.buses),
             rt.outbox.path,
         )
         try:
             async with asyncio.TaskGroup() as tg:
                 uplink_task = tg.create_task(rt.uplink.run(uplink_stop))
-                producers = [tg.create_task(p.run()) for p in rt.pollers]
+                producers = [tg.create_task(bus.run()) for bus in rt.buses]
+                for stage in rt.stages:
+                    stage.start()  # a model that fails to load reports it; polling goes on
                 producers.append(tg.create_task(rt.builder.run()))
                 producers.append(
                     tg.create_task(
@@ -259,6 +300,8 @@ class GatewayDaemon:
                 for task in producers:
                     task.cancel()
                 await asyncio.gather(*producers, return_exceptions=True)
+                for stage in rt.stages:
+                    await stage.stop()
                 rt.builder.flush()
                 uplink_stop.set()
                 try:
@@ -269,7 +312,7 @@ class GatewayDaemon:
         finally:
             with contextlib.suppress(Exception):
                 rt.builder.flush()
-            for endpoint in {p.endpoint for p in rt.pollers}:
-                await endpoint.close()
+            for bus in rt.buses:
+                await bus.endpoint.close()
             log.info("gateway stopped: %s", rt.outbox.stats().as_dict())
             rt.outbox.close()

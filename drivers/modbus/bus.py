@@ -71,6 +71,7 @@ def point_records(
     values: Mapping[str, Value],
     read_time: float,
     update_time: float | None,
+    clock_synced: bool = True,
 ) -> list[Record]:
     """Decoded point values -> Records named "{device}/{point}", with unit and quality."""
     records = []
@@ -84,6 +85,7 @@ def point_records(
                 unit=point.unit,
                 update_time=update_time,
                 quality=gross_range_quality(point, value),
+                clock_synced=clock_synced,
             )
         )
     return records
@@ -174,8 +176,10 @@ class ModbusBus:
         *,
         backoff: BackoffPolicy = BackoffPolicy(),
         clock: Callable[[], float] = time.time,
+        clock_synced: Callable[[], bool] = lambda: True,
     ) -> None:
         self.endpoint = endpoint
+        self._clock_synced = clock_synced
         self.backoff = backoff
         self._sink = sink
         self._clock = clock  # record timestamps; scheduling uses the loop's monotonic clock
@@ -225,7 +229,9 @@ class ModbusBus:
                 values.update(decode_request(request, words))
             except CodecError as exc:
                 raise ModbusReadError("decode", f"{name}: {exc}") from None
-        return point_records(name, slave.points, values, read_time, slave.interval_s)
+        return point_records(
+            name, slave.points, values, read_time, slave.interval_s, self._clock_synced()
+        )
 
     async def run(self) -> None:
         """Poll every device forever (cancel to stop)."""
