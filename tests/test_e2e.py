@@ -367,3 +367,38 @@ async def test_rtu_bus_with_a_dead_slave_end_to_end(tmp_path, mosquitto):
     assert healthy.ok > 30 and healthy.skipped_ticks <= 0.15 * healthy.polls
     devices = stats["gateways"]["gw-e2e"]["devices"]
     assert {"gas-1", "gas-2", "gateway"} <= set(devices) and "gas-dead" not in devices
+
+
+async def test_an_attached_edge_model_runs_in_the_gateway(tmp_path, mosquitto):
+    """A device with a model attachment: inference runs beside polling and its records reach
+    central like any reading. (The lift model is fed a gas detector's channels here: this
+    tests the wiring, not the model, which tests/test_edge_*.py cover.)"""
+    scenario = load_scenario("gas-leak")
+    central = CentralService(central_config(tmp_path, mosquitto.url, "central-e2e-edge"))
+    async with ModbusSimulator(scenario, seed=5) as sim, running(central.run):
+        await asyncio.wait_for(central.ready.wait(), 10)
+        port = await sim.start("127.0.0.1", 0)
+        cfg = gateway_config(tmp_path, mosquitto.url, port, 0.02).model_dump()
+        cfg["devices"][0]["model"] = {
+            "model": "elevator",
+            "inputs": {"acc_x": "co", "acc_y": "h2s", "acc_z": "o2", "speed": "ch4_lel"},
+            "report_every": 0.5,
+        }
+        gateway = GatewayDaemon(GatewayConfig.model_validate(cfg))
+        async with running(gateway.run):
+
+            def inferred() -> int:
+                return central.store._db.execute(
+                    "SELECT COUNT(*) FROM readings WHERE device = 'gas-1'"
+                    " AND quantity = 'vib_anomaly'"
+                ).fetchone()[0]
+
+            await wait_until(_async_true(lambda: inferred() >= 2), 20, "model output stored")
+            polls = {n: c.ok for b in gateway.runtime.buses for n, c in b.counters.items()}
+            backend = gateway.runtime.stages[0].backend
+        classes = central.store._db.execute(
+            "SELECT DISTINCT vs FROM readings WHERE device = 'gas-1' AND quantity = 'ride_class'"
+        ).fetchall()
+    assert polls["gas-1"] > 50 and polls["gas-2"] > 50  # polling never waited for inference
+    assert backend  # the stage says what it runs on (XNNPACK here)
+    assert classes and all(c[0] for c in classes)
