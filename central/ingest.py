@@ -102,6 +102,10 @@ class IngestPipeline:
         self.store.record_rejection(gateway, reason, detail)
         log.warning("rejected message from %s: %s: %s", gateway, reason, detail)
 
+    def _confirm(self, site: str, gateway: str, epoch: int, seq: int) -> None:
+        by_epoch = self._confirmations.setdefault((site, gateway), {})
+        by_epoch.setdefault(epoch, []).append(seq)
+
     def take_confirmations(self) -> dict[tuple[str, str], dict[int, list[int]]]:
         """Packs committed since the last call, for the gateways' end-to-end confirmation."""
         taken, self._confirmations = self._confirmations, {}
@@ -127,6 +131,10 @@ class IngestPipeline:
                 pack = decode_pack(msg.payload, msg.content_type)
             except PackRejected as exc:
                 self._reject(gateway, exc.reason, exc.detail)
+                if exc.key is not None and exc.key[0] == gateway:
+                    # Confirm it anyway: it can never be stored, and re-sending it forever
+                    # would only repeat this rejection (it is counted above).
+                    self._confirm(site, *exc.key)
                 continue
             except Exception as exc:  # never crash on input; count it and keep going
                 self._reject(gateway, "internal_error", repr(exc))
@@ -142,8 +150,7 @@ class IngestPipeline:
             return []
         result = self.store.ingest(packs, received_at)
         for pack in packs:  # stored now, or stored before (a duplicate): either way, safe
-            by_epoch = self._confirmations.setdefault((sites[pack.gateway], pack.gateway), {})
-            by_epoch.setdefault(pack.epoch, []).append(pack.seq)
+            self._confirm(sites[pack.gateway], *pack.key)
         return self._evaluate(result.new, received_at)
 
     def _handle_state(self, site: str, gateway: str, msg: Inbound) -> None:

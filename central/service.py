@@ -116,7 +116,8 @@ class CentralService:
                 sleep = delay * random.uniform(0.5, 1.5)
                 log.warning("central: broker connection lost (%s); retry in %.2fs", exc, sleep)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), sleep)
+                    async with asyncio.timeout(sleep):
+                        await stop.wait()
                 delay = min(delay * 2, 30.0)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
@@ -124,12 +125,19 @@ class CentralService:
         cfg = self.config
         while True:
             batch = [await anext(messages)]
+            size = len(batch[0].payload or b"")
             # Never cancel a pending anext(): aiomqtt may already have taken a message off
             # its queue for it, and that message would be lost. Wait, then take what queued.
             if cfg.ingest_batch_wait_s and len(messages) < cfg.ingest_batch_max:
                 await asyncio.sleep(cfg.ingest_batch_wait_s)
-            for _ in range(min(len(messages), cfg.ingest_batch_max - 1)):
-                batch.append(await anext(messages))
+            # Bounded in bytes too: one huge transaction would hold the loop (and every live
+            # warning behind it) for seconds.
+            while len(messages) and len(batch) < cfg.ingest_batch_max:
+                if size >= cfg.ingest_batch_max_bytes:
+                    break
+                message = await anext(messages)
+                batch.append(message)
+                size += len(message.payload or b"")
             now = time.time()
             inbound = [
                 Inbound(

@@ -160,6 +160,14 @@ class Outbox:
         if "sent_at" not in columns:
             # When the broker took the pack (PUBACK) but central has not yet confirmed it.
             self._db.execute("ALTER TABLE packs ADD COLUMN sent_at REAL")
+        # peek()'s order, so it never sorts the whole backlog (30-50 ms per call at 1M).
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS packs_send ON packs (priority DESC, id, sent_at)"
+        )
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS packs_unconfirmed ON packs (sent_at)"
+            " WHERE sent_at IS NOT NULL"
+        )
         if max_file_bytes is not None:
             # A hard cap on the file (SQLITE_FULL beyond it), as on a small dedicated partition.
             # The WAL is outside max_page_count: checkpoint early and truncate it, so the
@@ -431,6 +439,12 @@ class Outbox:
                     max(4096, self._payload_bytes // 16), below=None
                 ):
                     raise
+
+    def unconfirmed(self) -> int:
+        """Packs the broker has but central has not confirmed yet."""
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM packs WHERE sent_at IS NOT NULL").fetchone()[0]
+        )
 
     def unsend_all(self) -> int:
         """After a reconnect nothing the old connection sent is trusted to have arrived."""

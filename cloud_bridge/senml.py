@@ -67,12 +67,17 @@ Value = float | str | bool
 
 
 class PackRejected(ValueError):
-    """A pack that central must not store; ``reason`` is a short stable counter key."""
+    """A pack that central must not store; ``reason`` is a short stable counter key.
 
-    def __init__(self, reason: str, detail: str) -> None:
+    ``key`` is the pack's (gateway, epoch, seq) when its identity could be read: central then
+    confirms the rejection, so the gateway stops re-sending a pack that can never be stored.
+    """
+
+    def __init__(self, reason: str, detail: str, key: tuple[str, int, int] | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,16 +195,18 @@ def _number(item: dict[str, Any], label: str, index: int) -> float | None:
     if label not in item:
         return None
     raw = item[label]
-    problem = PackRejected("wrong_type", f"record {index}: '{label}' must be a finite number")
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise problem
-    try:
-        number = float(raw)  # OverflowError for ints beyond the float range
-    except OverflowError:
-        raise problem from None
-    if not math.isfinite(number):
-        raise problem
-    return number
+    # Hot path (every value of every reading): a finite float needs no more checks.
+    if type(raw) is float and math.isfinite(raw):
+        return raw
+    if not isinstance(raw, bool) and isinstance(raw, int | float):
+        try:
+            number = float(raw)  # OverflowError for ints beyond the float range
+        except OverflowError:
+            pass
+        else:
+            if math.isfinite(number):
+                return number
+    raise PackRejected("wrong_type", f"record {index}: '{label}' must be a finite number")
 
 
 def _text(raw: Any) -> bool:
@@ -238,7 +245,21 @@ def decode_pack(payload: bytes, content_type: str | None = None, now: float | No
     for label, val in (("ep", epoch), ("sq", seq)):
         if not _flag(val) or val < 0:
             raise PackRejected("wrong_type", f"'{label}' must be a non-negative 64-bit integer")
-    replayed = head.get("rp", False)
+    try:
+        return _decode_records(data, gateway, epoch, seq, head.get("rp", False), now)
+    except PackRejected as exc:
+        exc.key = (gateway, epoch, seq)
+        raise
+
+
+def _decode_records(
+    data: list[dict[str, Any]],
+    gateway: str,
+    epoch: int,
+    seq: int,
+    replayed: Any,
+    now: float | None,
+) -> Pack:
     if not isinstance(replayed, bool):
         raise PackRejected("wrong_type", "'rp' must be a boolean")
 

@@ -74,6 +74,7 @@ class Uplink:
         replay_rate: float = 200.0,
         confirm: Literal["central", "puback"] = "central",
         confirm_timeout_s: float = 30.0,
+        replay_unconfirmed_max: int = 16,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 30.0,
     ) -> None:
@@ -85,6 +86,7 @@ class Uplink:
         self.replay_rate = replay_rate
         self.confirm = confirm
         self.confirm_timeout_s = confirm_timeout_s
+        self.replay_unconfirmed_max = replay_unconfirmed_max
         self._ack_topic = ack_topic(site, gateway)
         self._birth = birth or (lambda: {})
         self._backoff_initial = backoff_initial_s
@@ -117,7 +119,10 @@ class Uplink:
         )
         while True:
             try:
-                async with make_client(self.broker, options) as client:
+                client = make_client(self.broker, options)
+                # aiomqtt warns above 10 pending publishes; a full window is normal here.
+                client.pending_calls_threshold = self.window * 2
+                async with client:
                     self.counters.connects += 1
                     delay = self._backoff_initial
                     await client.publish(
@@ -153,7 +158,8 @@ class Uplink:
                 sleep = delay * random.uniform(0.5, 1.5)  # jitter: gateways must not stampede
                 log.warning("uplink disconnected (%s); retrying in %.2fs", exc, sleep)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), sleep)
+                    async with asyncio.timeout(sleep):
+                        await stop.wait()
                 delay = min(delay * 2, self._backoff_max)
 
     async def _confirmations(self, client: aiomqtt.Client) -> None:
@@ -218,6 +224,10 @@ class Uplink:
         ]
         room = free - len(picked)
         allowed = room if draining else min(room, bucket.available())
+        if self.confirm == "central" and not draining:
+            # Self-clocking replay: no more backlog in the pipe than central has confirmed,
+            # so live packs never queue behind a backlog central cannot ingest fast enough.
+            allowed = min(allowed, self.replay_unconfirmed_max - self.outbox.unconfirmed())
         if allowed > 0:
             replay = self.outbox.peek(
                 allowed,
@@ -280,7 +290,8 @@ class Uplink:
                     return
                 if not picked:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), bucket.wait_hint(0.2))
+                        async with asyncio.timeout(bucket.wait_hint(0.2)):
+                            await self._wake.wait()
                 # aiomqtt leaves pending publishes waiting for their timeout after the
                 # connection drops; notice the drop ourselves and reconnect at once.
                 if not _is_connected(client):

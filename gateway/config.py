@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,6 +15,15 @@ from edge_models.stage import ModelAttachment
 from provisioning.configfile import ConfigError, load_yaml_model
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
+
+
+def _must_load(loader: Callable[[str], object], what: str, name: str) -> str:
+    """Fail at config time, pointing at the config's line, not later inside the daemon."""
+    try:
+        loader(name)
+    except ConfigError as exc:
+        raise ValueError(f"{what} '{name}' cannot be loaded: {exc}") from None
+    return name
 
 
 class _Strict(BaseModel):
@@ -71,12 +81,7 @@ class DeviceConfig(_Strict):
     @field_validator("profile")
     @classmethod
     def _profile_loads(cls, name: str) -> str:
-        # Fail at config time, pointing at this line, not later inside the running daemon.
-        try:
-            load_profile(name)
-        except ConfigError as exc:
-            raise ValueError(f"profile '{name}' cannot be loaded: {exc}") from None
-        return name
+        return _must_load(load_profile, "profile", name)
 
 
 class OutboxConfig(_Strict):
@@ -102,6 +107,9 @@ class UplinkConfig(_Strict):
         description="delete a pack when central confirms it stored it (default), or on PUBACK",
     )
     confirm_timeout_s: float = Field(30, gt=0, description="re-send if unconfirmed this long")
+    replay_unconfirmed_max: int = Field(
+        16, ge=1, le=10_000, description="backlog packs in the pipe awaiting confirmation"
+    )
     status_interval_s: float = Field(30, ge=1, le=3600, description="gateway status record")
 
 
@@ -127,11 +135,7 @@ class GatewayConfig(_Strict):
     @field_validator("board")
     @classmethod
     def _board_loads(cls, name: str) -> str:
-        try:
-            load_board(name)
-        except ConfigError as exc:
-            raise ValueError(f"board '{name}' cannot be loaded: {exc}") from None
-        return name
+        return _must_load(load_board, "board", name)
 
     @model_validator(mode="after")
     def _one_line_per_port_and_unique_unit_ids(self) -> GatewayConfig:

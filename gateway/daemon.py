@@ -249,6 +249,7 @@ class GatewayDaemon:
             replay_rate=cfg.uplink.replay_rate_packs_s,
             confirm=cfg.uplink.confirm,
             confirm_timeout_s=cfg.uplink.confirm_timeout_s,
+            replay_unconfirmed_max=cfg.uplink.replay_unconfirmed_max,
             birth=birth,
         )
         return GatewayRuntime(outbox, uplink, list(buses.values()), builder, stages)

@@ -46,7 +46,10 @@ class ModbusTcpEndpoint:
         if self._client.connected:
             return
         try:
-            ok = await asyncio.wait_for(self._client.connect(), self.timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            # and keep a stopped gateway polling.
+            async with asyncio.timeout(self.timeout):
+                ok = await self._client.connect()
         except (TimeoutError, OSError, ModbusException) as exc:
             raise ModbusReadError("connection", f"{self.label}: {exc or 'timed out'}") from None
         if not ok:
@@ -62,10 +65,8 @@ class ModbusTcpEndpoint:
                 "input": self._client.read_input_registers,
             }[request.table]
             try:
-                response = await asyncio.wait_for(
-                    call(request.address, count=request.count, device_id=device_id),
-                    self.timeout * 1.5,
-                )
+                async with asyncio.timeout(self.timeout * 1.5):
+                    response = await call(request.address, count=request.count, device_id=device_id)
             except TimeoutError:
                 raise ModbusReadError("timeout", f"unit {device_id} at {self.label}") from None
             except ModbusException as exc:
