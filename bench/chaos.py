@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,22 +31,9 @@ from pathlib import Path
 
 import yaml
 
+from provisioning.localnet import Mosquitto, free_port, wait_for_port
+
 SITE, GATEWAY = "chaos-site", "gw-chaos"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -89,7 +75,8 @@ class ChaosRig:
         self, workdir: Path, poll_interval: float = 0.05, max_file_bytes: int | None = None
     ) -> None:
         self.workdir = workdir
-        self.broker_port = free_port()
+        self.broker = Mosquitto(workdir, persistence=True)
+        self.broker_port = self.broker.port
         self.sim_port = free_port()
         self.http_port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -100,13 +87,7 @@ class ChaosRig:
 
     # -- configuration -------------------------------------------------------------------
     def _write_configs(self, poll: float, max_file_bytes: int | None) -> None:
-        url = f"mqtt://127.0.0.1:{self.broker_port}"
-        (self.workdir / "mosquitto.conf").write_text(
-            f"listener {self.broker_port} 127.0.0.1\nallow_anonymous true\n"
-            "set_tcp_nodelay true\nmax_queued_messages 1000000\n"
-            f"persistence true\npersistence_location {self.workdir}/\n"
-            f"user {os.environ.get('USER') or 'root'}\n"
-        )
+        url = self.broker.url
         central = {
             "broker": {"url": url},
             "storage": {"url": f"sqlite:///{self.central_db}"},
@@ -149,9 +130,8 @@ class ChaosRig:
         return [sys.executable, "-m", "provisioning.cli", *args]
 
     def start_broker(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self._start("broker", [binary, "-c", str(self.workdir / "mosquitto.conf")])
-        wait_port(self.broker_port)
+        self.broker.start()
+        self.procs["broker"] = self.broker.proc  # type: ignore[assignment]
 
     def start_central(self) -> None:
         self._start(
@@ -165,7 +145,7 @@ class ChaosRig:
                 "warning",
             ),
         )
-        wait_port(self.http_port, 20)
+        wait_for_port(self.http_port, 20)
 
     def start_sim(self) -> None:
         self._start(
@@ -174,7 +154,7 @@ class ChaosRig:
                 "sim", "run", "gas-leak", "--port", str(self.sim_port), "--loop", "--speed", "2"
             ),
         )
-        wait_port(self.sim_port)
+        wait_for_port(self.sim_port)
 
     def start_gateway(self) -> None:
         self._start(

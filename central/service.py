@@ -118,7 +118,7 @@ class CentralService:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(sleep):
                         await stop.wait()
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 5.0)  # one service, not a fleet: come back soon
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         messages = client.messages

@@ -440,10 +440,13 @@ class Outbox:
                 ):
                     raise
 
-    def unconfirmed(self) -> int:
-        """Packs the broker has but central has not confirmed yet."""
+    def unconfirmed(self, sent_since: float | None = None) -> int:
+        """Packs the broker has but central has not confirmed yet (sent since a time)."""
         return int(
-            self._db.execute("SELECT COUNT(*) FROM packs WHERE sent_at IS NOT NULL").fetchone()[0]
+            self._db.execute(
+                "SELECT COUNT(*) FROM packs WHERE sent_at IS NOT NULL AND sent_at >= ?",
+                (-1.0 if sent_since is None else sent_since,),
+            ).fetchone()[0]
         )
 
     def unsend_all(self) -> int:

@@ -227,7 +227,9 @@ class Uplink:
         if self.confirm == "central" and not draining:
             # Self-clocking replay: no more backlog in the pipe than central has confirmed,
             # so live packs never queue behind a backlog central cannot ingest fast enough.
-            allowed = min(allowed, self.replay_unconfirmed_max - self.outbox.unconfirmed())
+            # Overdue packs (presumed lost) do not count: they must be able to go again.
+            in_pipe = self.outbox.unconfirmed(sent_since=sent_before)
+            allowed = min(allowed, self.replay_unconfirmed_max - in_pipe)
         if allowed > 0:
             replay = self.outbox.peek(
                 allowed,

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from central.cap import parse_cap
 from cloud_bridge.mqtt import ALERTS_TOPIC, BrokerSettings, ClientOptions, make_client
 from cloud_bridge.outbox import open_readonly_stats
 from drivers.sim.scenario import load_scenario
+from provisioning.localnet import Mosquitto, free_port, mosquitto_binary, wait_for_port
 
 LEVEL_STYLE = {
     "blue": "bold blue",
@@ -39,21 +39,6 @@ LEVEL_STYLE = {
 }
 DEMO_SITE = "demo-site"
 DEMO_GATEWAY = "gw-demo"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
 @dataclass
@@ -97,22 +82,16 @@ def _cli(*args: str) -> list[str]:
 
 def start_broker(procs: Processes, console: Console, choice: str) -> tuple[str, str]:
     """(broker url, protocol). Mosquitto when installed; else an embedded amqtt (MQTT 3.1.1)."""
-    port = free_port()
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+    binary = mosquitto_binary()
     if choice == "mosquitto" and not binary:
         raise RuntimeError("Mosquitto is not installed (apt-get install mosquitto)")
     if binary and choice != "amqtt":
-        conf = procs.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-            "set_tcp_nodelay true\npersistence false\n"
-        )
-        procs.start("mosquitto", [binary, "-c", str(conf)])
-        wait_for_port(port, 10)
-        console.print(f"broker: Mosquitto ({binary}) on 127.0.0.1:{port}")
-        return f"mqtt://127.0.0.1:{port}", "5"
+        broker = Mosquitto(procs.workdir)
+        broker.start()
+        procs.started.append(("mosquitto", broker.proc))  # type: ignore[arg-type]
+        console.print(f"broker: Mosquitto ({binary}) on 127.0.0.1:{broker.port}")
+        return broker.url, "5"
+    port = free_port()
     try:
         import amqtt  # noqa: F401
     except ImportError:

@@ -114,3 +114,45 @@ def _async(fn):
         return bool(fn())
 
     return predicate
+
+
+async def fake_central(port: int, site: str, gateway: str) -> None:
+    """Confirms every telemetry pack it receives, as central does after committing."""
+    async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as c:
+        await c.subscribe(telemetry_topic(site, gateway), qos=1)
+        async for message in c.messages:
+            pack = decode_pack(bytes(message.payload))
+            body = {"ep": pack.epoch, "sq": [[pack.seq, pack.seq]]}
+            await c.publish(ack_topic(site, gateway), json.dumps(body).encode(), qos=0)
+
+
+async def test_packs_lost_before_central_subscribed_are_resent_and_confirmed(tmp_path, mosquitto):
+    """The broker takes packs nobody is subscribed to yet and drops them. They must become
+    overdue and go again: the self-clocking replay cap must not let them block themselves."""
+    box = Outbox(tmp_path / "o.db", "gw-u4")
+    for i in range(10):
+        box.append([records(1, 1.7e9 + i)])
+    uplink = Uplink(
+        box,
+        BrokerSettings(url=mosquitto.url),
+        site="s",
+        gateway="gw-u4",
+        confirm="central",
+        confirm_timeout_s=0.5,
+        replay_unconfirmed_max=2,
+    )
+    async with running(uplink.run):
+        await asyncio.sleep(1.5)  # packs go out into the void, and are kept
+        assert box.depth() == 10
+        central = asyncio.create_task(fake_central(mosquitto.port, "s", "gw-u4"))
+        await wait_until(_async(lambda: box.depth() == 0), 15, "every pack confirmed")
+        central.cancel()
+    assert uplink.counters.records_confirmed == 10
+    box.close()
+
+
+def _async(fn):
+    async def predicate() -> bool:
+        return bool(fn())
+
+    return predicate
