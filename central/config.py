@@ -116,7 +116,7 @@ class CentralConfig(_Strict):
     ingest_batch_max: int = Field(512, ge=1, le=100_000)
     ingest_batch_wait_s: float = Field(0.01, ge=0, le=5)
     ingest_batch_max_bytes: int = Field(
-        512 * 1024, ge=1024, description="≈ 5,000 readings of SenML JSON per transaction"
+        128 * 1024, ge=1024, description="≈ 1,500 readings of SenML JSON per transaction"
     )
 
     @model_validator(mode="after")

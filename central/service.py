@@ -8,6 +8,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from typing import Any
 
 import aiomqtt
@@ -121,44 +122,56 @@ class CentralService:
                 delay = min(delay * 2, 5.0)  # one service, not a fleet: come back soon
 
     async def _consume(self, client: aiomqtt.Client) -> None:
+        """Two lanes: live packs are committed (and warned about) before any backlog.
+
+        Everything the client has queued is taken at once and sorted by the replayed mark;
+        each round commits live packs first, else one bounded chunk of backlog. Memory stays
+        bounded: nothing is PUBACKed before it is committed, so the broker's in-flight window
+        caps what waits here.
+        """
         messages = client.messages
         cfg = self.config
+        live: deque[aiomqtt.Message] = deque()
+        backlog: deque[aiomqtt.Message] = deque()
+
+        def route(message: aiomqtt.Message) -> None:
+            (backlog if message_replayed(message) else live).append(message)
+
         while True:
-            batch = [await anext(messages)]
-            size = len(batch[0].payload or b"")
-            # Never cancel a pending anext(): aiomqtt may already have taken a message off
-            # its queue for it, and that message would be lost. Wait, then take what queued.
-            if cfg.ingest_batch_wait_s and len(messages) < cfg.ingest_batch_max:
-                await asyncio.sleep(cfg.ingest_batch_wait_s)
-            # Bounded in bytes too: one huge transaction would hold the loop (and every live
-            # warning behind it) for seconds.
-            while len(messages) and len(batch) < cfg.ingest_batch_max:
-                if size >= cfg.ingest_batch_max_bytes:
-                    break
-                message = await anext(messages)
-                batch.append(message)
-                size += len(message.payload or b"")
-            now = time.time()
-            inbound = [
-                Inbound(
-                    str(m.topic),
-                    _as_bytes(m.payload),
-                    message_content_type(m),
-                    now,
-                    replayed=message_replayed(m),
-                )
-                for m in batch
-            ]
-            issued = self.pipeline.handle(inbound)
-            paho = _paho(client)
-            for m in batch:
-                if m.qos > 0:
-                    paho.ack(m.mid, m.qos)
-            await self._confirm(client)
-            self.counters["messages"] += len(batch)
-            self.counters["batches"] += 1
-            if issued:
-                await self._publish_pending(client)
+            if not live and not backlog:
+                # Never cancel a pending anext(): aiomqtt may already have taken a message
+                # off its queue for it, and that message would be lost.
+                route(await anext(messages))
+                if cfg.ingest_batch_wait_s and len(messages) < cfg.ingest_batch_max:
+                    await asyncio.sleep(cfg.ingest_batch_wait_s)
+            while len(messages):  # already queued: taking them does not wait
+                route(await anext(messages))
+            batch = _take(live or backlog, cfg.ingest_batch_max, cfg.ingest_batch_max_bytes)
+            await self._ingest(client, batch)
+            await asyncio.sleep(0)  # let the client read what arrived meanwhile
+
+    async def _ingest(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+        now = time.time()
+        inbound = [
+            Inbound(
+                str(m.topic),
+                _as_bytes(m.payload),
+                message_content_type(m),
+                now,
+                replayed=message_replayed(m),
+            )
+            for m in batch
+        ]
+        issued = self.pipeline.handle(inbound)
+        paho = _paho(client)
+        for m in batch:
+            if m.qos > 0:
+                paho.ack(m.mid, m.qos)
+        await self._confirm(client)
+        self.counters["messages"] += len(batch)
+        self.counters["batches"] += 1
+        if issued:
+            await self._publish_pending(client)
 
     async def _confirm(self, client: aiomqtt.Client) -> None:
         """Tell each gateway which packs are committed, so it can delete them.
@@ -177,6 +190,18 @@ class CentralService:
             await client.publish(ALERTS_TOPIC, xml, qos=1, properties=props)
             self.store.mark_published([identifier])
             log.info("CAP %s published", identifier)
+
+
+def _take(lane: deque[aiomqtt.Message], max_count: int, max_bytes: int) -> list[aiomqtt.Message]:
+    """One transaction's worth: bounded in count and bytes (a huge one would hold the loop,
+    and every live warning behind it, for seconds)."""
+    batch = [lane.popleft()]
+    size = len(batch[0].payload or b"")  # type: ignore[arg-type]
+    while lane and len(batch) < max_count and size < max_bytes:
+        message = lane.popleft()
+        batch.append(message)
+        size += len(message.payload or b"")  # type: ignore[arg-type]
+    return batch
 
 
 def _paho(client: aiomqtt.Client) -> Any:

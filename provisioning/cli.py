@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from central.cli import app as central_app
+from drivers.ble.cli import app as ble_app
+from drivers.cli import bench_app, driver_app, sensor_app
+from drivers.coap.cli import app as coap_app
 from drivers.sim.cli import app as sim_app
 from gateway.cli import app as gateway_app
 from gateway.cli import outbox_app
@@ -19,6 +22,11 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(central_app, name="central")
 app.add_typer(sim_app, name="sim")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(driver_app, name="driver")
+sensor_app.add_typer(coap_app, name="coap")
+sensor_app.add_typer(ble_app, name="ble")
+app.add_typer(sensor_app, name="sensor")
+app.add_typer(bench_app, name="bench")
 app.command("demo")(demo)
 
 

@@ -1,9 +1,9 @@
 """Declarative Modbus device profiles: the register map of one device model.
 
-A profile is written once per device model (hardware/sensors/*.yaml) and validated up
-front, so that every mistake a field engineer can make in a register map (overlapping
-registers, a 32-bit value that does not fit, an enum on a float) is reported with its
-file, line and field before the gateway ever polls a device.
+A profile is written once per device model (hardware/sensors/<name>/profile.yaml) and
+validated up front, so that every mistake a field engineer can make in a register map
+(overlapping registers, a 32-bit value that does not fit, an enum on a float) is reported
+with its file, line and field before the gateway ever polls a device.
 """
 
 from __future__ import annotations
@@ -278,7 +278,10 @@ def hardware_dir() -> Path:
 
 
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in (hardware_dir() / "sensors").glob("*.yaml"))
+    """Names load_profile() accepts: driver folders, flat legacy files, installed drivers."""
+    from drivers.registry import profile_names  # the registry imports this module
+
+    return profile_names()
 
 
 def _looks_like_path(name_or_path: str | Path) -> bool:
@@ -288,14 +291,24 @@ def _looks_like_path(name_or_path: str | Path) -> bool:
 
 
 def load_profile(name_or_path: str | Path) -> DeviceProfile:
-    """Load a profile from a .yaml path, or by name from hardware/sensors/{name}.yaml."""
+    """Load a profile from a .yaml path or a driver folder path, or by name.
+
+    A name is looked up as hardware/sensors/{name}/profile.yaml (a driver folder),
+    hardware/sensors/{name}.yaml (the flat layout), then in the folders of
+    SENTRYLINE_DRIVER_PATH and the installed driver packages (see drivers/registry.py).
+    """
+    from drivers.registry import PROFILE_FILE, profile_names, profile_path
+
     if _looks_like_path(name_or_path):
+        path = Path(name_or_path)
+        if path.is_dir():  # a driver folder
+            return load_yaml_model(path / PROFILE_FILE, DeviceProfile)
         return load_yaml_model(name_or_path, DeviceProfile)
-    path = hardware_dir() / "sensors" / f"{name_or_path}.yaml"
-    if not path.is_file():
-        names = ", ".join(available_profiles()) or "none"
+    found = profile_path(name_or_path)
+    if found is None:
+        names = ", ".join(profile_names()) or "none"
         raise ConfigError(
             str(name_or_path),
             [ConfigProblem(None, None, "", f"unknown device profile; available: {names}")],
         )
-    return load_yaml_model(path, DeviceProfile)
+    return load_yaml_model(found, DeviceProfile)

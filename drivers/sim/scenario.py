@@ -30,6 +30,7 @@ from provisioning.configfile import ConfigError, ConfigProblem, load_yaml_model
 
 __all__ = [
     "SPIKE_SECONDS",
+    "WIRE_FAULTS",
     "Derive",
     "DeviceSpec",
     "FaultSpec",
@@ -44,12 +45,16 @@ __all__ = [
     "scenario_dir",
     "silent_at",
     "values_at",
+    "wire_fault_at",
 ]
 
 # A spike without `until` lasts one typical poll period: one sample for a 0.5 s poller.
 SPIKE_SECONDS = 0.5
 
 _Problems = list[tuple[tuple[str | int, ...], str, Any]]
+
+# Fault kinds that change the reply on the wire rather than the registers.
+WIRE_FAULTS: frozenset[str] = frozenset({"slow", "garbage"})
 
 
 class _Strict(BaseModel):
@@ -134,13 +139,19 @@ class SignalSpec(_Strict):
 
 class FaultSpec(_Strict):
     """stuck: registers freeze (one point if `point`, optionally at `value`, else the whole
-    device); silent: the device stops answering; spike: `point` reads `value` briefly."""
+    device); silent: the device stops answering; spike: `point` reads `value` briefly.
+
+    Wire faults change the reply, not the registers, and only the RTU simulator can make
+    them (the TCP server cannot delay or corrupt a reply): slow: every reply comes `delay`
+    seconds late; garbage: random bytes instead of a reply.
+    """
 
     at: float = Field(ge=0)
     until: float | None = None
-    kind: Literal["stuck", "silent", "spike"]
+    kind: Literal["stuck", "silent", "spike", "slow", "garbage"]
     point: str | None = None
     value: Value | None = None
+    delay: float | None = Field(default=None, gt=0, le=10)  # slow: seconds
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -148,10 +159,14 @@ class FaultSpec(_Strict):
             raise ValueError(f"until ({self.until}) must be after at ({self.at})")
         if self.kind == "spike" and (self.point is None or self.value is None):
             raise ValueError("a spike needs a point and the value it jumps to")
-        if self.kind == "silent" and (self.point is not None or self.value is not None):
-            raise ValueError("a silent fault silences the whole device: no point or value")
+        if self.kind in WIRE_FAULTS | {"silent"} and (
+            self.point is not None or self.value is not None
+        ):
+            raise ValueError(f"a {self.kind} fault hits the whole device: no point or value")
         if self.kind == "stuck" and self.value is not None and self.point is None:
             raise ValueError("stuck with a value needs the point it applies to")
+        if (self.kind == "slow") != (self.delay is not None):
+            raise ValueError("delay (seconds) goes with kind: slow, and only with it")
         return self
 
     @property
@@ -238,6 +253,15 @@ def _profile_problems(spec: DeviceSpec, profile: DeviceProfile) -> _Problems:
                 )
             )
     for index, fault in enumerate(spec.faults):
+        if fault.kind in WIRE_FAULTS and profile.transport != "modbus-rtu":
+            problems.append(
+                (
+                    ("faults", index, "kind"),
+                    f"a {fault.kind} fault needs a modbus-rtu device (the TCP simulator "
+                    f"cannot delay or corrupt replies); {profile.name!r} is {profile.transport}",
+                    fault.kind,
+                )
+            )
         if fault.point is not None and fault.point not in points:
             unknown(("faults", index, "point"), fault.point)
         elif fault.point is not None and fault.value is not None:
@@ -314,6 +338,11 @@ def effective_time(device: DeviceSpec, t: float) -> float:
 
 def silent_at(device: DeviceSpec, t: float) -> bool:
     return any(f.kind == "silent" and f.active(t) for f in device.faults)
+
+
+def wire_fault_at(device: DeviceSpec, t: float) -> FaultSpec | None:
+    """The wire fault (slow, garbage) active at t, if any; the first listed wins."""
+    return next((f for f in device.faults if f.kind in WIRE_FAULTS and f.active(t)), None)
 
 
 def values_at(device: DeviceSpec, t: float, rng: random.Random | None = None) -> dict[str, Value]:
