@@ -1,4 +1,7 @@
-"""Outbox appends (readings/s) against raw SQLite ``executemany`` into the same table.
+"""Outbox appends (readings/s) against raw SQLite ``executemany``, two ways.
+
+* ``raw rows``: ``executemany`` of one row per reading into a readings table — the naive
+  buffer a gateway without sealed packs would keep, holding the same readings.
 
 ``python -m bench.outbox_append [--json] [--quick]``
 
@@ -85,6 +88,43 @@ def time_raw(path: Path, calls: list[list[list[Record]]], fmt: WireFormat, encod
         return time.perf_counter() - started
 
 
+READINGS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY, gateway TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+    name TEXT NOT NULL, t REAL NOT NULL, v REAL, unit TEXT, ut REAL, q INTEGER
+);
+"""
+
+
+def time_raw_rows(path: Path, calls: list[list[list[Record]]]) -> float:
+    """The naive buffer: executemany of one row per reading into a readings table (same
+    connection settings, one transaction per call) — what a gateway without sealed packs
+    would do with the same readings."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(READINGS_SCHEMA)
+    with contextlib.closing(db):
+        started = time.perf_counter()
+        seq = 0
+        for batches in calls:
+            rows = []
+            for records in batches:
+                rows += [
+                    (GATEWAY, 1, seq, r.name, r.time, r.value, r.unit, r.update_time, r.quality)
+                    for r in records
+                ]
+                seq += 1
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO readings (gateway, epoch, seq, name, t, v, unit, ut, q)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.execute("COMMIT")
+        return time.perf_counter() - started
+
+
 def _encoded(
     calls: list[list[list[Record]]], enc: Callable[[Pack], bytes]
 ) -> Iterator[list[tuple[int, int, int, float, int, float, bytes]]]:
@@ -142,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     with workdir(args.keep, "outbox-append") as work:
         for run, (per_pack, per_call, fmt) in enumerate(sweep):
             calls = make_calls(readings, per_pack, per_call)
-            best = {"outbox": float("inf"), "raw": float("inf"), "raw+encode": float("inf")}
+            best = {
+                "outbox": float("inf"),
+                "raw": float("inf"),
+                "raw+encode": float("inf"),
+                "raw rows": float("inf"),
+            }
             for rep in range(repeats):
                 stem = work / f"{run}-{rep}"
                 best["raw"] = min(
@@ -153,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 best["raw+encode"] = min(
                     best["raw+encode"], time_raw(stem.with_suffix(".enc"), calls, fmt, True)
+                )
+                best["raw rows"] = min(
+                    best["raw rows"], time_raw_rows(stem.with_suffix(".rows"), calls)
                 )
                 for p in work.glob(f"{run}-{rep}.*"):
                     p.unlink()
@@ -168,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                     "raw+encode/s": rates["raw+encode"],
                     "outbox/raw": rates["outbox"] / rates["raw"],
                     "outbox/raw+enc": rates["outbox"] / rates["raw+encode"],
+                    "raw rows/s": rates["raw rows"],
+                    "outbox/raw rows": rates["outbox"] / rates["raw rows"],
                     "encode share": encode_s / best["outbox"],
                 }
             )
@@ -176,13 +226,29 @@ def main(argv: list[str] | None = None) -> int:
         if row["packs/call"] == 1 and row["format"] == "json":
             report.targets.append(
                 Target(
-                    f"outbox ≥ 50 % of raw executemany, {row['records/pack']} records/pack",
+                    f"outbox ≥ 50 % of raw executemany into a readings table,"
+                    f" {row['records/pack']} records/pack",
+                    row["outbox/raw rows"] * 100,
+                    50,
+                    ">=",
+                    " %",
+                )
+            )
+            report.targets.append(
+                Target(
+                    f"outbox ≥ 50 % of raw executemany of pre-encoded pack blobs,"
+                    f" {row['records/pack']} records/pack",
                     row["outbox/raw"] * 100,
                     50,
                     ">=",
                     " %",
                 )
             )
+    report.notes.append(
+        "two baselines: 'raw rows' = executemany of one row per reading into a readings table"
+        " (the equivalent table for readings); 'raw' = executemany of the outbox's own rows with"
+        " the pack bytes encoded beforehand (the cheapest possible write of the same data)"
+    )
     report.notes.append(
         "encode share = time to encode the same packs alone / outbox time: what sealing at"
         " append time costs; outbox/raw+enc isolates the outbox's own bookkeeping"

@@ -385,6 +385,7 @@ class Store:
             g.setdefault("devices", {})
             g.setdefault("rejected", {})
             g.setdefault("time_flags", {})
+            g.setdefault("status", {})
             for key in ("received", "stored", "duplicates"):
                 g.setdefault(key, 0)
         flag_names = {
@@ -396,7 +397,19 @@ class Store:
             "SELECT gateway, tq, COUNT(*) FROM readings WHERE tq <> 0 GROUP BY gateway, tq"
         ):
             g = gateways.setdefault(gw, entry(gw))
-            g.setdefault("time_flags", {})[flag_names.get(tq, str(tq))] = count
+            g.setdefault("time_flags", {})
+            g.setdefault("status", {})[flag_names.get(tq, str(tq))] = count
+        # The gateways' own status records (device "gateway"): the latest value of each.
+        for gw, quantity, v, vb, t in self._db.execute(
+            "SELECT r.gateway, r.quantity, r.v, r.vb, r.t FROM readings r JOIN ("
+            " SELECT gateway, quantity, MAX(t) AS t FROM readings WHERE device = 'gateway'"
+            " GROUP BY gateway, quantity) latest ON r.gateway = latest.gateway"
+            " AND r.quantity = latest.quantity AND r.t = latest.t WHERE r.device = 'gateway'"
+        ):
+            g = gateways.setdefault(gw, entry(gw))
+            status = g.setdefault("status", {})
+            status[quantity] = bool(vb) if vb is not None else v
+            status["time"] = max(t, status.get("time", 0.0))
         (n_readings,) = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()
         return {"totals": totals | {"readings_rows": n_readings}, "gateways": gateways}
 

@@ -59,6 +59,7 @@ _COUNTERS = (
     "packs_expired",
     "records_expired",
     "corrupt_files_moved_aside",
+    "publish_latency_p99_us",  # a gauge, written by the gateway's housekeeping
 )
 
 
@@ -117,6 +118,7 @@ class OutboxStats:
     packs_expired: int
     records_expired: int
     corrupt_files_moved_aside: int
+    publish_latency_p99_us: int
 
     def as_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -244,6 +246,10 @@ class Outbox:
             "UPDATE meta SET value = value + ? WHERE key = ?",
             [(delta, key) for key, delta in deltas.items() if delta],
         )
+
+    def set_gauge(self, key: str, value: int) -> None:
+        """Record a figure that `sentryline outbox stats` shows (e.g. publish latency)."""
+        self._db.execute("UPDATE meta SET value = ? WHERE key = ?", (int(value), key))
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """``callback`` runs after every append (the uplink uses it to wake up)."""

@@ -150,6 +150,9 @@ async def housekeeping(
         if expired:
             log.warning("outbox: %d record(s) expired (older than the age bound)", expired)
         records = status_records(rt, status_interval_s, clock.now())
+        latency = next((r.value for r in records if r.quantity == "publish_latency_p99"), None)
+        if isinstance(latency, float):
+            rt.outbox.set_gauge("publish_latency_p99_us", round(latency * 1e6))
         records += [
             Record("gateway/clock_synced", clock.now(), clock.synced, None, status_interval_s),
             Record(

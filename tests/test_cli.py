@@ -128,6 +128,7 @@ def test_outbox_stats_json_does_not_start_an_epoch(tmp_path):
         assert figures["epoch"] == epoch
         assert figures["depth_packs"] == 2 and figures["depth_records"] == 3
         assert figures["records_appended"] == 3
+        assert "publish_latency_p99_us" in figures and "oldest_age_s" in figures
 
 
 def test_outbox_stats_missing_file(tmp_path):

@@ -367,6 +367,12 @@ async def test_rtu_bus_with_a_dead_slave_end_to_end(tmp_path, mosquitto):
     assert healthy.ok > 30 and healthy.skipped_ticks <= 0.15 * healthy.polls
     devices = stats["gateways"]["gw-e2e"]["devices"]
     assert {"gas-1", "gas-2", "gateway"} <= set(devices) and "gas-dead" not in devices
+    status = stats["gateways"]["gw-e2e"]["status"]  # the gateway's own status records
+    from gateway.clock import kernel_clock_synced
+
+    assert status["devices_degraded"] == 1
+    assert status["clock_synced"] is (kernel_clock_synced() is not False)  # this host's truth
+    assert status["outbox_depth"] >= 0 and status["records_evicted"] == 0
 
 
 async def test_an_attached_edge_model_runs_in_the_gateway(tmp_path, mosquitto):
