@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench clean mosquitto venv train
+.PHONY: demo test lint bench clean mosquitto faketime venv train
 
 venv: $(STAMP)
 
@@ -30,10 +30,21 @@ mosquitto:
 			echo "mosquitto not found and cannot be installed here: install it (apt-get install mosquitto)"; \
 		fi; }
 
+# libfaketime lets the fault suite jump one process's clock without touching the machine's.
+faketime:
+	@ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing libfaketime (apt-get)"; \
+			(apt-get install -y -q libfaketime >/dev/null 2>&1 || \
+			 (apt-get update -q >/dev/null && apt-get install -y -q libfaketime >/dev/null)); \
+		else \
+			echo "libfaketime not found: the clock-jump fault test will fail (apt-get install libfaketime)"; \
+		fi; }
+
 demo: venv mosquitto
 	$(VENV)/bin/sentryline demo --out demo-out
 
-test: venv mosquitto
+test: venv mosquitto faketime
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -61,6 +61,7 @@ class Report:
     stored_twice: int = 0
     faults_injected: int = 0
     seconds: float = 0.0
+    max_time_error_s: float | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -122,9 +123,15 @@ class ChaosRig:
         (self.workdir / "gateway.yaml").write_text(yaml.safe_dump(gateway))
 
     # -- processes -----------------------------------------------------------------------
-    def _start(self, name: str, argv: list[str]) -> None:
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.procs[name] = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=None if env is None else os.environ | env,
+        )
 
     def _cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "provisioning.cli", *args]
@@ -156,7 +163,7 @@ class ChaosRig:
         )
         wait_for_port(self.sim_port)
 
-    def start_gateway(self) -> None:
+    def start_gateway(self, env: dict[str, str] | None = None) -> None:
         self._start(
             "gateway",
             self._cli(
@@ -167,6 +174,7 @@ class ChaosRig:
                 "--log-level",
                 "warning",
             ),
+            env,
         )
 
     def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30) -> int:
@@ -385,12 +393,58 @@ def scenario_corrupt_outbox(workdir: Path, gap: float) -> Report:
         rig.stop_all()
 
 
+def _faketime_lib() -> Path | None:
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+    return found[0] if found else None
+
+
+def scenario_clock_jumps(workdir: Path, rounds: int, gap: float) -> Report:
+    """The gateway's wall clock jumps back and forward (libfaketime, this process only)."""
+    lib = _faketime_lib()
+    if lib is None:
+        raise RuntimeError("libfaketime is needed for this scenario (apt-get install libfaketime)")
+    offset = workdir / "faketime"
+    offset.write_text("+0\n")
+    env = {
+        "LD_PRELOAD": str(lib),
+        "FAKETIME_TIMESTAMP_FILE": str(offset),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    rig = ChaosRig(workdir)
+    started = time.monotonic()
+    try:
+        rig.start_broker()
+        rig.start_central()
+        rig.start_sim()
+        rig.start_gateway(env)
+        for i in range(rounds):
+            time.sleep(gap)
+            offset.write_text("-3600\n" if i % 2 == 0 else "+7200\n")
+        time.sleep(gap)
+        _settle(rig)
+        report = rig.report("gateway clock jumps ±1-2 h", started, rounds, False)
+        with contextlib.closing(_ro(rig.central_db)) as db:
+            # How far stored reading times are from when central received them: an hour-sized
+            # error means the jumps reached the readings.
+            (worst,) = db.execute(
+                "SELECT MAX(ABS(r.t - p.received_at)) FROM readings r JOIN packs_seen p"
+                " ON r.gateway = p.gateway AND r.epoch = p.epoch AND r.seq = p.seq"
+                " WHERE r.device LIKE 'gas-%'"
+            ).fetchone()
+        report.max_time_error_s = round(worst or 0.0, 1)
+        return report
+    finally:
+        rig.stop_all()
+
+
 SCENARIOS: dict[str, Callable[[Path, bool], Report]] = {
     "broker": lambda d, q: scenario_broker_kills(d, 2 if q else 8, 2.0 if q else 4.0),
     "gateway": lambda d, q: scenario_gateway_kills(d, 2 if q else 8, 2.0 if q else 4.0),
     "central": lambda d, q: scenario_central_kills(d, 2 if q else 6, 2.0 if q else 4.0),
     "disk_full": lambda d, q: scenario_disk_full(d, 10.0 if q else 30.0),
     "corrupt": lambda d, q: scenario_corrupt_outbox(d, 2.0 if q else 4.0),
+    "clock": lambda d, q: scenario_clock_jumps(d, 2 if q else 8, 2.0 if q else 4.0),
 }
 
 

@@ -3,8 +3,8 @@
 Each scenario runs Mosquitto, central, the Modbus simulator and the gateway as processes,
 injects its fault, lets everything settle and checks: stored == produced - evicted -
 expired (- what a corrupt outbox file still held), evictions only where a bound forced
-them, and no reading stored twice. Clock jumps are covered in tests/test_time.py (a test
-cannot move this machine's clock).
+them, and no reading stored twice. Clock jumps use libfaketime on the gateway process only
+(the machine's clock is never touched); tests/test_time.py covers the clock logic itself.
 """
 
 from __future__ import annotations
