@@ -9,6 +9,17 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: demo test lint bench clean mosquitto faketime venv train
 
+# $(call apt_install,PACKAGE,WHY): install a Debian package where we can (root + apt).
+define apt_install
+if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	echo "installing $(1) (apt-get)"; \
+	(apt-get install -y -q $(1) >/dev/null 2>&1 || \
+	 (apt-get update -q >/dev/null && apt-get install -y -q $(1) >/dev/null)); \
+else \
+	echo "$(1) not found and cannot be installed here: $(2) (apt-get install $(1))"; \
+fi
+endef
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -22,24 +33,12 @@ $(STAMP): pyproject.toml
 # Mosquitto is the broker tests and demo use; install it where we can (root + apt).
 mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing mosquitto (apt-get)"; \
-			(apt-get install -y -q mosquitto >/dev/null 2>&1 || \
-			 (apt-get update -q >/dev/null && apt-get install -y -q mosquitto >/dev/null)); \
-		else \
-			echo "mosquitto not found and cannot be installed here: install it (apt-get install mosquitto)"; \
-		fi; }
+		$(call apt_install,mosquitto,the demo and tests need it); }
 
 # libfaketime lets the fault suite jump one process's clock without touching the machine's.
 faketime:
 	@ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing libfaketime (apt-get)"; \
-			(apt-get install -y -q libfaketime >/dev/null 2>&1 || \
-			 (apt-get update -q >/dev/null && apt-get install -y -q libfaketime >/dev/null)); \
-		else \
-			echo "libfaketime not found: the clock-jump fault test will fail (apt-get install libfaketime)"; \
-		fi; }
+		$(call apt_install,libfaketime,the clock-jump fault test needs it); }
 
 demo: venv mosquitto
 	$(VENV)/bin/sentryline demo --out demo-out

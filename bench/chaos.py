@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from provisioning.localnet import Mosquitto, free_port, wait_for_port
+from provisioning.localnet import Mosquitto, free_port, stop_process, wait_for_port
 
 SITE, GATEWAY = "chaos-site", "gw-chaos"
 
@@ -178,15 +178,7 @@ class ChaosRig:
         )
 
     def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30) -> int:
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_process(self.procs.pop(name), sig, timeout) or 0
 
     def stop_all(self) -> None:
         for name in list(self.procs):

@@ -36,7 +36,7 @@ from cloud_bridge.uplink import Uplink
 from gateway.config import UplinkConfig
 from gateway.daemon import PackBuilder
 from provisioning.localnet import Mosquitto as LocalMosquitto
-from provisioning.localnet import free_port, wait_for_port
+from provisioning.localnet import free_port, stop_process, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GATEWAY = "gw-bench"
@@ -250,18 +250,6 @@ def workdir(keep: bool, prefix: str) -> Iterator[Path]:
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
     wait_for_port(port, timeout)
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
-    """SIGTERM this one child (by its PID), then SIGKILL it if it does not go."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:

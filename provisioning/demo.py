@@ -29,7 +29,13 @@ from central.cap import parse_cap
 from cloud_bridge.mqtt import ALERTS_TOPIC, BrokerSettings, ClientOptions, make_client
 from cloud_bridge.outbox import open_readonly_stats
 from drivers.sim.scenario import load_scenario
-from provisioning.localnet import Mosquitto, free_port, mosquitto_binary, wait_for_port
+from provisioning.localnet import (
+    Mosquitto,
+    free_port,
+    mosquitto_binary,
+    stop_process,
+    wait_for_port,
+)
 
 LEVEL_STYLE = {
     "blue": "bold blue",
@@ -56,14 +62,7 @@ class Processes:
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_process(proc, signal.SIGTERM, timeout) or 0
 
     def stop_all(self) -> None:
         for _, proc in reversed(self.started):

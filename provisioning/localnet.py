@@ -29,6 +29,22 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int | None:
+    """Signal this one child (by its PID), then SIGKILL it if it does not go in time."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def mosquitto_binary() -> str | None:
     found = shutil.which("mosquitto")
     if found:
@@ -97,14 +113,7 @@ class Mosquitto:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the process this object started (SIGKILL for a crash), by its PID."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, sig, 5)
 
     def __enter__(self) -> Mosquitto:
         self.start()
