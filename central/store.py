@@ -397,8 +397,7 @@ class Store:
             "SELECT gateway, tq, COUNT(*) FROM readings WHERE tq <> 0 GROUP BY gateway, tq"
         ):
             g = gateways.setdefault(gw, entry(gw))
-            g.setdefault("time_flags", {})
-            g.setdefault("status", {})[flag_names.get(tq, str(tq))] = count
+            g.setdefault("time_flags", {})[flag_names.get(tq, str(tq))] = count
         # The gateways' own status records (device "gateway"): the latest value of each.
         for gw, quantity, v, vb, t in self._db.execute(
             "SELECT r.gateway, r.quantity, r.v, r.vb, r.t FROM readings r JOIN ("

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ("outbox_append", "backlog_drain", "end_to_end", "live_under_backlog")
 MACHINE_LINE = re.compile(r"^machine: .+, \d+ cores, Python [\d.]+, SQLite [\d.]+, ")
-FIGURE = re.compile(r"^target: .+: [\d,.]+ ?\S* \(needs ", re.MULTILINE)
+FIGURE = re.compile(r"^target: .+: -?[\d,.]+ ?\S* \(needs ", re.MULTILINE)
 
 
 def run_bench(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
