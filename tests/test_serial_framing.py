@@ -9,6 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from drivers.serial.framing import (
+    _OK,
     STX,
     BinaryDecoder,
     BinaryFrame,
@@ -187,18 +188,24 @@ def binary_stream(draw: st.DrawFn) -> tuple[list[BinaryFrame], bytes]:
     """Frames among arbitrary garbage (STX and ETX bytes included) and cut-off frames."""
     frames = draw(st.lists(st.binary(max_size=40).map(BinaryFrame), max_size=8))
     out = b""
+    starts = []
     for frame in frames:
         for _ in range(draw(st.integers(0, 2))):
             if draw(st.booleans()):
-                garbage = draw(st.binary(max_size=40))
-                # Hypothesis copies byte spans it drew before, so "garbage" can be a whole
-                # valid frame; decoding that is right, so it is no counter-example.
-                assume(not BinaryDecoder().feed(garbage))
-                out += garbage
+                out += draw(st.binary(max_size=40))
             else:
                 cut = encode_binary(draw(st.binary(max_size=40)))
                 out += cut[: draw(st.integers(1, len(cut) - 1))]
+        starts.append(len(out))
         out += encode_binary(frame.payload)
+    # Without byte stuffing, garbage (or a cut frame plus the head of the next frame) can
+    # itself be a valid frame: CRC-16 and ETX both match about once in 16 million, and
+    # Hypothesis finds such streams. Decoding them as frames is right, so they are no
+    # counter-example: the property is about streams where only the real frames are valid.
+    probe = BinaryDecoder()
+    for pos in range(len(out)):
+        if out[pos] == STX and pos not in starts:
+            assume(probe._check(bytearray(out), pos)[0] != _OK)
     return frames, out
 
 

@@ -13,7 +13,10 @@ Two formats field sensors commonly speak:
   CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF, low byte first: the same CRC as
   Modbus RTU) over LEN and PAYLOAD. A candidate that fails any check gives up only its
   STX byte: the decoder rescans from the next byte, so a real frame hiding behind a
-  garbage STX is still found.
+  garbage STX is still found. The format has no byte stuffing, so a cut-off frame plus the
+  head of the next one can itself pass (CRC and ETX both match about once in 16 million):
+  the next frame is then lost and counted as noise. Devices that need better use a format
+  with stuffing; this one is what the sensors speak.
 
 Decoders take arbitrary chunks (a UART read returns whatever arrived), never raise on
 input, and keep per-reason counts of what they rejected, so a noisy line shows up in the
