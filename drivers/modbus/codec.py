@@ -18,6 +18,7 @@ from drivers.modbus.profile import BIT_TABLES, INT_LIMITS, PointSpec, Table
 __all__ = [
     "CodecError",
     "Value",
+    "decode_image",
     "decode_point",
     "decode_request",
     "encode_image",
@@ -197,3 +198,18 @@ def _enum_raw(point: PointSpec, value: Value) -> int:
     if not low <= value <= high:
         raise CodecError(f"point {point.name!r}: raw {value} does not fit {point.type}")
     return value
+
+
+def decode_image(
+    requests: Iterable[ReadRequest], image: Mapping[Table, Mapping[int, int | bool]]
+) -> dict[str, Value]:
+    """Decode a register image through a read plan (the inverse of :func:`encode_image`).
+
+    Registers the image does not hold read as 0, as an unset register would.
+    """
+    values: dict[str, Value] = {}
+    for request in requests:
+        table = image.get(request.table, {})
+        words = [table.get(request.address + i, 0) for i in range(request.count)]
+        values.update(decode_request(request, words))  # type: ignore[arg-type]
+    return values
