@@ -292,46 +292,27 @@ def _running_rig(workdir: Path, **kwargs: object) -> ChaosRig:
     return rig
 
 
-def scenario_broker_kills(workdir: Path, rounds: int, gap: float) -> Report:
+def scenario_kills(workdir: Path, process: str, rounds: int, gap: float, down: float) -> Report:
+    """SIGKILL one process every ``gap`` seconds, restart it ``down`` seconds later.
+
+    broker: whatever it held in memory is gone; gateway: mid-publish; central: between
+    receipt and commit, somewhere.
+    """
     rig, started = _running_rig(workdir), time.monotonic()
+    restart = {
+        "broker": rig.start_broker,
+        "gateway": rig.start_gateway,
+        "central": rig.start_central,
+    }[process]
     try:
         for _ in range(rounds):
             time.sleep(gap)
-            rig.kill("broker")  # SIGKILL: whatever it held in memory is gone
-            time.sleep(gap / 2)
-            rig.start_broker()
+            rig.kill(process)
+            time.sleep(down)
+            restart()
         time.sleep(gap)
         _settle(rig)
-        return rig.report("broker SIGKILL + restart", started, rounds, False)
-    finally:
-        rig.stop_all()
-
-
-def scenario_gateway_kills(workdir: Path, rounds: int, gap: float) -> Report:
-    rig, started = _running_rig(workdir), time.monotonic()
-    try:
-        for _ in range(rounds):
-            time.sleep(gap)
-            rig.kill("gateway")  # SIGKILL mid-publish
-            rig.start_gateway()
-        time.sleep(gap)
-        _settle(rig)
-        return rig.report("gateway SIGKILL + restart", started, rounds, False)
-    finally:
-        rig.stop_all()
-
-
-def scenario_central_kills(workdir: Path, rounds: int, gap: float) -> Report:
-    rig, started = _running_rig(workdir), time.monotonic()
-    try:
-        for _ in range(rounds):
-            time.sleep(gap)
-            rig.kill("central")  # SIGKILL between receipt and commit, somewhere
-            time.sleep(gap / 2)
-            rig.start_central()
-        time.sleep(gap)
-        _settle(rig)
-        return rig.report("central SIGKILL + restart", started, rounds, False)
+        return rig.report(f"{process} SIGKILL + restart", started, rounds, False)
     finally:
         rig.stop_all()
 
@@ -431,9 +412,9 @@ def scenario_clock_jumps(workdir: Path, rounds: int, gap: float) -> Report:
 
 
 SCENARIOS: dict[str, Callable[[Path, bool], Report]] = {
-    "broker": lambda d, q: scenario_broker_kills(d, 2 if q else 8, 2.0 if q else 4.0),
-    "gateway": lambda d, q: scenario_gateway_kills(d, 2 if q else 8, 2.0 if q else 4.0),
-    "central": lambda d, q: scenario_central_kills(d, 2 if q else 6, 2.0 if q else 4.0),
+    "broker": lambda d, q: scenario_kills(d, "broker", 2 if q else 8, *((2, 1) if q else (4, 2))),
+    "gateway": lambda d, q: scenario_kills(d, "gateway", 2 if q else 8, 2 if q else 4, 0),
+    "central": lambda d, q: scenario_kills(d, "central", 2 if q else 6, *((2, 1) if q else (4, 2))),
     "disk_full": lambda d, q: scenario_disk_full(d, 10.0 if q else 30.0),
     "corrupt": lambda d, q: scenario_corrupt_outbox(d, 2.0 if q else 4.0),
     "clock": lambda d, q: scenario_clock_jumps(d, 2 if q else 8, 2.0 if q else 4.0),
