@@ -30,6 +30,7 @@ from cloud_bridge.mqtt import (
     make_client,
     message_content_type,
     message_replayed,
+    paho_client,
     seq_ranges,
 )
 
@@ -103,7 +104,7 @@ class CentralService:
                 client = make_client(self.config.broker, options)
                 # PUBACK only after the batch is committed: a crash in between makes the
                 # broker redeliver, and the (gateway, epoch, seq) key drops the repeat.
-                _paho(client).manual_ack_set(True)
+                paho_client(client).manual_ack_set(True)
                 async with client:
                     self.counters["mqtt_connects"] += 1
                     await client.subscribe(TELEMETRY_FILTER, qos=1)
@@ -163,7 +164,7 @@ class CentralService:
             for m in batch
         ]
         issued = self.pipeline.handle(inbound)
-        paho = _paho(client)
+        paho = paho_client(client)
         for m in batch:
             if m.qos > 0:
                 paho.ack(m.mid, m.qos)
@@ -202,11 +203,6 @@ def _take(lane: deque[aiomqtt.Message], max_count: int, max_bytes: int) -> list[
         batch.append(message)
         size += len(message.payload or b"")  # type: ignore[arg-type]
     return batch
-
-
-def _paho(client: aiomqtt.Client) -> Any:
-    # aiomqtt exposes no manual-ack API: use its paho client.
-    return client._client
 
 
 def _as_bytes(payload: object) -> bytes:

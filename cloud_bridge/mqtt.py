@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -157,6 +157,16 @@ def content_type_properties(
 def message_replayed(message: aiomqtt.Message) -> bool:
     user = getattr(message.properties, "UserProperty", None) if message.properties else None
     return any(key == REPLAYED_PROPERTY and value == "1" for key, value in user or ())
+
+
+def paho_client(client: aiomqtt.Client) -> Any:
+    """The paho client inside aiomqtt: the one place that reaches past aiomqtt's public API
+    (it has none for manual PUBACKs or the connection state). Re-check on aiomqtt upgrades."""
+    return client._client
+
+
+def is_connected(client: aiomqtt.Client) -> bool:
+    return bool(paho_client(client).is_connected())
 
 
 def message_content_type(message: aiomqtt.Message) -> str | None:

@@ -31,6 +31,7 @@ from cloud_bridge.mqtt import (
     ClientOptions,
     ack_topic,
     content_type_properties,
+    is_connected,
     make_client,
     state_topic,
     telemetry_topic,
@@ -51,11 +52,9 @@ class UplinkCounters:
     bad_confirmations: int = 0
     outbox_errors: int = 0
     publish_failures: int = 0
-    last_latency_s: float | None = None
     latencies_s: list[float] = field(default_factory=list)
 
     def record_latency(self, seconds: float) -> None:
-        self.last_latency_s = seconds
         self.latencies_s.append(seconds)
         if len(self.latencies_s) > 1024:
             del self.latencies_s[:512]
@@ -296,7 +295,7 @@ class Uplink:
                             await self._wake.wait()
                 # aiomqtt leaves pending publishes waiting for their timeout after the
                 # connection drops; notice the drop ourselves and reconnect at once.
-                if not _is_connected(client):
+                if not is_connected(client):
                     raise aiomqtt.MqttError("connection to the broker lost")
         finally:
             for task in in_flight.values():
@@ -333,8 +332,3 @@ class _TokenBucket:
         if self._tokens >= 1:
             return ceiling
         return min(ceiling, max(0.001, (1 - self._tokens) / self.rate))
-
-
-def _is_connected(client: aiomqtt.Client) -> bool:
-    paho = getattr(client, "_client", None)  # aiomqtt exposes no public connection state
-    return paho is None or bool(paho.is_connected())
