@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -71,6 +71,11 @@ class AssetConfig(_Strict):
     id: Identifier
     name: str = ""
     type: str = "generic"
+    site: Identifier | None = None
+    meta: dict[str, Any] = Field(
+        default_factory=dict,
+        description="rule inputs: rated_speed_mps, warning_level_m, control_value_mm, context",
+    )
     location: Position | None = None
     radius_km: float = Field(0.1, gt=0, le=100)
     devices: list[DeviceRef] = Field(

@@ -73,6 +73,9 @@ class AssetRegistry:
                 loc.lat if loc else None,
                 loc.lon if loc else None,
                 config.radius_km,
+                config.type,
+                config.site,
+                dict(config.meta),
             )
         return self._learned.get(asset) or AssetInfo(asset, asset)
 

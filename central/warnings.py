@@ -9,9 +9,10 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from central.cap import (
     CapArea,
@@ -41,6 +42,10 @@ class AssetInfo:
     lat: float | None = None
     lon: float | None = None
     radius_km: float = 0.1
+    type: str = "generic"  # asset type: selects the rule set (central/rulesets/<type>.yaml)
+    site: str | None = None
+    # Per-asset rule inputs: rated speed, warning levels, control values, context, ...
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
