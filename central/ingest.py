@@ -154,7 +154,7 @@ class IngestPipeline:
         result = self.store.ingest(packs, received_at)
         for pack in packs:  # stored now, or stored before (a duplicate): either way, safe
             self._confirm(sites[pack.gateway], *pack.key)
-        return self._evaluate(result.new, received_at)
+        return self.evaluate(result.new, received_at)
 
     def _handle_state(self, site: str, gateway: str, msg: Inbound) -> None:
         try:
@@ -171,7 +171,7 @@ class IngestPipeline:
             self.registry.learn_birth(gateway, birth)
         self.store.update_gateway(gateway, site, state, epoch, birth, msg.received_at)
 
-    def _evaluate(self, packs: Sequence[Pack], received_at: float) -> list[IssuedMessage]:
+    def evaluate(self, packs: Sequence[Pack], received_at: float) -> list[IssuedMessage]:
         issued: list[IssuedMessage] = []
         by_quantity = {rule.quantity: rule for rule in self.rules}
         samples = [

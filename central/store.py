@@ -7,12 +7,12 @@ and PostgreSQL) so a PostgreSQL backend can follow with the same schema file.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from central.db import SqliteDatabase
 from central.timecheck import TIME_CORRECTED, TIME_IMPLAUSIBLE, TIME_UNSYNCED, time_flag
 from cloud_bridge.senml import Pack
 
@@ -55,11 +55,12 @@ class WarningRow:
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(resources.files("central").joinpath("schema.sql").read_text())
+        # The shared interface (central/db.py); other modules keep their tables through it.
+        self.db = SqliteDatabase(self.path)
+        self._db = self.db._conn
+        schemas = resources.files("central")
+        for name in ("schema.sql", "schema_ops.sql"):
+            self.db.script(schemas.joinpath(name).read_text())
         self._migrate()
 
     def _migrate(self) -> None:

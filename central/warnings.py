@@ -24,15 +24,8 @@ from central.cap import (
 )
 from central.config import CapConfig
 from central.rules.base import Level, Transition
+from central.rules.catalog import event_name, instruction
 from central.store import AlertRow, Store, WarningRow
-
-EVENT_NAMES = {"gas_leak": "Combustible gas leak"}
-INSTRUCTIONS = {
-    "red": "Evacuate the area, cut ignition sources and isolate the gas supply now.",
-    "orange": "Dispatch a crew; keep people out of the space; prepare to isolate the supply.",
-    "yellow": "Check the detector and the neighbouring sensors; ventilate; monitor closely.",
-    "blue": "Monitor the trend.",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +128,7 @@ class WarningManager:
         identifier = f"{identifier}-{uuid.uuid4().hex[:6]}"
         chain = list(current.message_chain) if current else []
         info = self._asset_info(tr.asset)
-        event = EVENT_NAMES.get(tr.warning_type, tr.warning_type.replace("_", " "))
+        event = event_name(tr.warning_type)
         if msg_type == "Cancel":
             headline = f"{event} at {info.name}: cleared"
         else:
@@ -160,7 +153,7 @@ class WarningManager:
             ),
             references=tuple(CapReference(s, i, datetime.fromisoformat(t)) for s, i, t in chain),
             language=self.cap.language,
-            instruction=None if msg_type == "Cancel" else INSTRUCTIONS[level],
+            instruction=None if msg_type == "Cancel" else instruction(tr.warning_type, level),
             note=_note(msg_type, tr),
         )
         xml = render_cap(message)

@@ -1,0 +1,2 @@
+-- Operations tables (registry, access, acknowledgements, incidents, delivery).
+-- Portable SQL, as schema.sql.
