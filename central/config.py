@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -78,8 +78,22 @@ class AssetConfig(_Strict):
     )
     location: Position | None = None
     radius_km: float = Field(0.1, gt=0, le=100)
+    geometry: list[Position] | None = Field(
+        None,
+        min_length=3,
+        description="polygon ring (>= 3 lat/lon points) for assets with an extent; wins over"
+        " location + radius_km in CAP areas",
+    )
     devices: list[DeviceRef] = Field(
         default_factory=list, description="'gateway/device' references bound to this asset"
+    )
+
+
+class AuthConfig(_Strict):
+    """API access: every request needs a bearer token unless reads are opened to anonymous."""
+
+    anonymous_role: Literal["none", "viewer"] = Field(
+        "none", description="'viewer' lets requests without a token read (never write)"
     )
 
 
@@ -117,6 +131,7 @@ class CentralConfig(_Strict):
     cap: CapConfig = CapConfig()
     assets: list[AssetConfig] = Field(default_factory=list)
     rules: RulesConfig = RulesConfig()
+    auth: AuthConfig = AuthConfig()
     client_id: str = Field("sentryline-central", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     ingest_batch_max: int = Field(512, ge=1, le=100_000)
     ingest_batch_wait_s: float = Field(0.01, ge=0, le=5)
