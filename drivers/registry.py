@@ -3,7 +3,10 @@
 A driver folder (docs/drivers.md has the whole guide)::
 
     <name>/driver.yaml        manifest: name, family, transport, version, description[, decoder]
-    <name>/profile.yaml       the register map (drivers.modbus.profile.DeviceProfile)
+    <name>/profile.yaml       the device model: a register map (drivers.modbus.profile.
+                              DeviceProfile) or, per transport, drivers.coap.profile.
+                              CoapProfile, drivers.serial.profile.SerialLineProfile,
+                              drivers.ble.profile.BleProfile
     <name>/scenario.yaml      a simulator scenario the contract tests serve and read back
     <name>/README.md          wiring, settings, quirks of the device
     <name>/decoder.py         optional: a class that post-processes decoded values
@@ -39,8 +42,11 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
+from drivers.ble.profile import BleProfile
+from drivers.coap.profile import CoapProfile
 from drivers.modbus.codec import Value
 from drivers.modbus.profile import DeviceProfile, hardware_dir
+from drivers.serial.profile import SerialLineProfile
 from drivers.sim.scenario import Scenario
 from provisioning.configfile import ConfigError, ConfigProblem, load_yaml_model
 
@@ -49,7 +55,9 @@ __all__ = [
     "DRIVER_PATH_ENV",
     "ENTRY_POINT_GROUP",
     "MANIFEST_FILE",
+    "MODBUS_TRANSPORTS",
     "PROFILE_FILE",
+    "PROFILE_MODELS",
     "README_FILE",
     "SCENARIO_FILE",
     "Decoder",
@@ -58,12 +66,15 @@ __all__ = [
     "Family",
     "RegistryError",
     "Source",
+    "SourceProfile",
     "Transport",
     "builtin_dir",
     "driver_test_file",
+    "driver_transport",
     "get_driver",
     "list_drivers",
     "load_driver",
+    "load_source_profile",
     "profile_names",
     "profile_path",
     "scan_drivers",
@@ -85,7 +96,19 @@ _DECODER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 Source = Literal["built-in", "path", "package"]
 # The same choices as DeviceProfile (tests/test_driver_registry.py keeps them equal).
 Family = Literal["gas", "water", "elevator", "displacement", "thermal", "other"]
-Transport = Literal["modbus-tcp", "modbus-rtu"]
+Transport = Literal["modbus-tcp", "modbus-rtu", "coap", "serial-line", "ble-bthome", "ble-gatt"]
+MODBUS_TRANSPORTS: frozenset[str] = frozenset({"modbus-tcp", "modbus-rtu"})
+
+SourceProfile = DeviceProfile | CoapProfile | SerialLineProfile | BleProfile
+# profile.yaml's model per transport (every model has name, family, transport and points).
+PROFILE_MODELS: dict[str, type[SourceProfile]] = {
+    "modbus-tcp": DeviceProfile,
+    "modbus-rtu": DeviceProfile,
+    "coap": CoapProfile,
+    "serial-line": SerialLineProfile,
+    "ble-bthome": BleProfile,
+    "ble-gatt": BleProfile,
+}
 
 
 class DriverManifest(BaseModel):
@@ -170,22 +193,31 @@ class DriverInfo:
         path = self.folder / driver_test_file(self.name)
         return path if path.is_file() else None
 
-    def profile(self) -> DeviceProfile:
-        """The validated register map; its name, family and transport must match the manifest."""
-        profile = load_yaml_model(self.profile_path, DeviceProfile)
+    @property
+    def is_modbus(self) -> bool:
+        return self.manifest.transport in MODBUS_TRANSPORTS
+
+    def profile(self) -> SourceProfile:
+        """The validated profile, of the model for the driver's transport (a Modbus driver's
+        is a DeviceProfile); its name, family and transport must match the manifest."""
+        # Transport first: it picks the model, and a profile of another transport would
+        # otherwise fail as a heap of unknown fields instead of the one line that is wrong.
+        reason = f"the value in {self.manifest_path}"
+        _require_values(self.profile_path, {"transport": self.manifest.transport}, reason)
+        profile = load_yaml_model(self.profile_path, PROFILE_MODELS[self.manifest.transport])
         expected = {
             "name": self.name,
             "family": self.manifest.family,
             "transport": self.manifest.transport,
         }
         if any(getattr(profile, key) != value for key, value in expected.items()):
-            _require_values(self.profile_path, expected, f"the value in {self.manifest_path}")
+            _require_values(self.profile_path, expected, reason)
         return profile
 
     def scenario(self) -> Scenario:
         return load_yaml_model(self.scenario_path, Scenario)
 
-    def decoder(self, profile: DeviceProfile) -> Decoder | None:
+    def decoder(self, profile: SourceProfile) -> Decoder | None:
         """An instance of the manifest's decoder class, or None if it names none."""
         if self.manifest.decoder is None:
             return None
@@ -339,6 +371,45 @@ def _profile_candidates(name: str) -> Iterator[Path]:
                 yield _entry_point_folder(ep)[0] / PROFILE_FILE
             except Exception:  # a broken package: list_drivers() reports it
                 continue
+
+
+class _TransportOnly(BaseModel):
+    """The one field that decides which model a profile.yaml is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    transport: Transport
+
+
+def _profile_file(name_or_path: str | os.PathLike[str]) -> Path:
+    """A profile.yaml by path (.yaml file or driver folder) or by name (see load_profile)."""
+    text = os.fspath(name_or_path)
+    if isinstance(name_or_path, os.PathLike) or text.endswith((".yaml", ".yml")) or "/" in text:
+        path = Path(text)
+        return path / PROFILE_FILE if path.is_dir() else path
+    found = profile_path(text)
+    if found is None:
+        names = ", ".join(profile_names()) or "none"
+        raise ConfigError(
+            text, [ConfigProblem(None, None, "", f"unknown device profile; available: {names}")]
+        )
+    return found
+
+
+def driver_transport(name_or_path: str | os.PathLike[str]) -> str:
+    """The transport a profile declares ("modbus-tcp", "coap", ...); ConfigError (file:line)
+    if the profile cannot be found or names no known transport."""
+    return load_yaml_model(_profile_file(name_or_path), _TransportOnly).transport
+
+
+def load_source_profile(name_or_path: str | os.PathLike[str]) -> SourceProfile:
+    """Any driver's profile, as the model of its transport: DeviceProfile for Modbus,
+    CoapProfile, SerialLineProfile or BleProfile. By name (driver folders, flat legacy
+    files, SENTRYLINE_DRIVER_PATH, packages) or by path (.yaml file or driver folder).
+    Every error is a ConfigError pointing at file:line field."""
+    path = _profile_file(name_or_path)
+    transport = load_yaml_model(path, _TransportOnly).transport
+    return load_yaml_model(path, PROFILE_MODELS[transport])
 
 
 def scan_drivers() -> tuple[list[DriverInfo], list[ConfigError]]:
