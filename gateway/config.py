@@ -12,6 +12,7 @@ from cloud_bridge.mqtt import BrokerSettings
 from drivers.modbus.profile import load_profile
 from edge_models.boards import load_board
 from edge_models.stage import ModelAttachment
+from gateway.reporting import ReportingConfig
 from provisioning.configfile import ConfigError, load_yaml_model
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
@@ -77,6 +78,9 @@ class DeviceConfig(_Strict):
     asset: Identifier | None = None
     location: Location | None = None
     model: ModelAttachment | None = Field(None, description="an edge model on these readings")
+    reporting: ReportingConfig | None = Field(
+        None, description="quality checks and report-by-exception (default: the gateway's)"
+    )
 
     @field_validator("profile")
     @classmethod
@@ -120,6 +124,9 @@ class GatewayConfig(_Strict):
     outbox: OutboxConfig = OutboxConfig()
     uplink: UplinkConfig = UplinkConfig()
     board: str = Field("x86", description="board profile under hardware/boards/ (edge models)")
+    reporting: ReportingConfig = Field(
+        default_factory=ReportingConfig, description="default reporting of every device"
+    )
     devices: list[DeviceConfig] = Field(min_length=1)
 
     @field_validator("devices")

@@ -25,6 +25,7 @@ from edge_models.boards import load_board
 from edge_models.stage import EdgeStage, ModelAttachment
 from gateway.clock import ClockCorrection, GatewayClock
 from gateway.config import GatewayConfig, ModbusRtuTransport, endpoint_key
+from gateway.reporting import ReportFilter, profile_ranges
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,10 @@ def status_records(rt: GatewayRuntime, interval_s: float, now: float) -> list[Re
             "count",
         ),
     ]
+    if rt.reporting is not None:
+        counters = rt.reporting.counters
+        values.append(("rbe_suppressed", counters.suppressed, "count"))
+        values += [(f"quality_{check}", n, "count") for check, n in counters.flagged.items()]
     return [
         Record(f"gateway/{name}", now, float(value), unit, interval_s)
         for name, value, unit in values
@@ -171,6 +176,7 @@ class GatewayRuntime:
     buses: list[ModbusBus]
     builder: PackBuilder
     stages: list[EdgeStage]
+    reporting: ReportFilter | None = None
 
 
 class GatewayDaemon:
@@ -201,10 +207,24 @@ class GatewayDaemon:
         builder = PackBuilder(outbox, cfg.uplink.pack_max_records, cfg.uplink.pack_max_delay_s)
         stages = self._edge_stages(outbox, builder)
 
+        # Quality checks and report-by-exception on every source's records; the edge
+        # stages still see every reading (flagged), the outbox only what is reported.
+        ranges: dict[str, tuple[float, float]] = {}
+        for d in cfg.devices:
+            if d.profile is not None and d.transport.type.startswith("modbus-"):
+                ranges.update(profile_ranges(d.id, load_profile(d.profile)))
+        reporting = ReportFilter(
+            cfg.reporting,
+            {d.id: d.reporting for d in cfg.devices if d.reporting is not None},
+            ranges,
+        )
+
         def sink(records: list[Record]) -> None:
-            builder.add(records)
+            checked, reported = reporting.process(records)
+            if reported:
+                builder.add(reported)
             for stage in stages:
-                stage.submit(records)
+                stage.submit(checked)
 
         # One owner (endpoint + bus scheduler) per TCP endpoint or serial port.
         buses: dict[str, ModbusBus] = {}
@@ -255,7 +275,7 @@ class GatewayDaemon:
             replay_unconfirmed_max=cfg.uplink.replay_unconfirmed_max,
             birth=birth,
         )
-        return GatewayRuntime(outbox, uplink, list(buses.values()), builder, stages)
+        return GatewayRuntime(outbox, uplink, list(buses.values()), builder, stages, reporting)
 
     def _edge_stages(self, outbox: Outbox, builder: PackBuilder) -> list[EdgeStage]:
         """One inference stage per distinct model attachment, shared by its devices."""
