@@ -1,0 +1,167 @@
+"""The one object the service talks to: CAP messages in, webhooks / SSE / Atom out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from central.db import Database
+from central.delivery.atom import FeedItem
+from central.delivery.hub import EventHub
+from central.delivery.webhooks import RetryPolicy, WebhookStore, WebhookWorker
+from central.warnings import IssuedMessage
+
+log = logging.getLogger(__name__)
+
+_WARNING_FIELDS = (
+    "id",
+    "asset",
+    "type",
+    "level",
+    "active",
+    "event_time",
+    "updated_event_time",
+    "cleared_event_time",
+    "late",
+)
+
+
+class Delivery:
+    """Feeds the event hub and the webhook queue from what the store holds.
+
+    ``on_issued`` is called by the service after a batch's alerts are stored. Warning and
+    gateway changes are found by comparing with the last snapshot (also every
+    ``watch_interval_s``), so changes made elsewhere (an operator's acknowledgement through
+    the API, a gateway's state message) reach SSE clients without those modules knowing.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        hub: EventHub,
+        asset_site: Callable[[str], str | None] = lambda asset: None,
+        policy: RetryPolicy = RetryPolicy(),
+        clock: Callable[[], float] = time.time,
+        watch_interval_s: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.webhooks = WebhookStore(db, asset_site, clock)
+        self.worker = WebhookWorker(self.webhooks, policy, clock)
+        self.watch_interval_s = watch_interval_s
+        self._warnings = self._warning_snapshot()
+        self._gateways = self._gateway_snapshot()
+
+    # -- input -----------------------------------------------------------------------------
+    def on_issued(self, messages: Sequence[IssuedMessage]) -> None:
+        """CAP messages just stored: tell SSE clients, queue webhook deliveries."""
+        for m in messages:
+            self.hub.publish(
+                "alert",
+                {
+                    "identifier": m.identifier,
+                    "msgType": m.msg_type,
+                    "level": m.level,
+                    "asset": m.asset,
+                    "type": m.warning_type,
+                    "event_time": m.event_time,
+                },
+            )
+        self.refresh()
+        if self.webhooks.enqueue_new_alerts():
+            self.worker.wake()
+
+    def refresh(self) -> None:
+        """Publish warning and gateway changes since the last look."""
+        warnings = self._warning_snapshot()
+        for wid, row in warnings.items():
+            before = self._warnings.get(wid)
+            if before != row:
+                self.hub.publish("warning", row | {"change": _change(before, row)})
+        self._warnings = warnings
+        gateways = self._gateway_snapshot()
+        for gw, row in gateways.items():
+            before = self._gateways.get(gw)
+            if before is None or before["state"] != row["state"]:
+                self.hub.publish("gateway", row)
+        self._gateways = gateways
+
+    # -- running ---------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """The webhook worker and the change watcher, until ``stop``."""
+        if self.webhooks.enqueue_new_alerts():  # alerts stored just before a restart
+            log.info("delivery: queued webhook deliveries for alerts stored before start")
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.worker.run(stop))
+            tg.create_task(self._watch(stop))
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.watch_interval_s):
+                    await stop.wait()
+            try:
+                self.refresh()
+                if self.webhooks.enqueue_new_alerts():
+                    self.worker.wake()
+            except Exception:  # a database hiccup must not end delivery; try again next tick
+                log.exception("delivery: refresh failed")
+
+    # -- output ----------------------------------------------------------------------------
+    def feed_items(self, limit: int) -> list[FeedItem]:
+        rows = self.db.execute(
+            "SELECT identifier, sender, sent, xml FROM alerts"
+            " ORDER BY created_at DESC, identifier DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [FeedItem(r[0], r[1], r[2], r[3].encode()) for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "webhooks": self.webhooks.stats()
+            | {"sent_ok": self.worker.sent_ok, "failed_attempts": self.worker.failed_attempts},
+            "sse": {
+                "clients": self.hub.clients,
+                "events": self.hub.published,
+                "dropped_clients": self.hub.dropped_clients,
+            },
+        }
+
+    # -- snapshots -------------------------------------------------------------------------
+    def _warning_snapshot(self) -> dict[str, dict[str, Any]]:
+        acked = "acknowledged_at" in self.db.columns("warning_ops")
+        sql = (
+            "SELECT w.id, w.asset, w.warning_type, w.level, w.active, w.raised_event_time,"
+            " w.updated_event_time, w.cleared_event_time, w.late"
+            + (", o.acknowledged_by, o.acknowledged_at" if acked else "")
+            + " FROM warnings w"
+            + (" LEFT JOIN warning_ops o ON o.warning_id = w.id" if acked else "")
+        )
+        snapshot: dict[str, dict[str, Any]] = {}
+        for r in self.db.execute(sql).fetchall():
+            row = dict(zip(_WARNING_FIELDS, r[:9], strict=True))
+            row["active"], row["late"] = bool(row["active"]), bool(row["late"])
+            row["acknowledged_by"] = r[9] if acked else None
+            row["acknowledged_at"] = r[10] if acked else None
+            snapshot[row["id"]] = row
+        return snapshot
+
+    def _gateway_snapshot(self) -> dict[str, dict[str, Any]]:
+        return {
+            r[0]: {"gateway": r[0], "site": r[1], "state": r[2], "last_seen": r[3]}
+            for r in self.db.execute("SELECT gateway, site, state, last_seen FROM gateways")
+        }
+
+
+def _change(before: dict[str, Any] | None, row: dict[str, Any]) -> str:
+    if before is None:
+        return "new"
+    if before["active"] and not row["active"]:
+        return "cleared"
+    if row["acknowledged_at"] and not before["acknowledged_at"]:
+        return "acknowledged"
+    return "updated"
