@@ -23,18 +23,58 @@ class _Strict(BaseModel):
 
 
 class StorageConfig(_Strict):
-    url: str = "sqlite:///central.db"
+    url: str = Field(
+        "sqlite:///central.db",
+        description="sqlite:///PATH (one process) or postgresql://USER@HOST:PORT/DB[?options]",
+    )
 
     @field_validator("url")
     @classmethod
     def _supported(cls, url: str) -> str:
-        if not url.startswith("sqlite:///"):
-            raise ValueError("only sqlite:///PATH is supported so far (PostgreSQL is planned)")
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("storage.url must be sqlite:///PATH or postgresql://…")
+        if url.startswith("sqlite:///") and not url.removeprefix("sqlite:///"):
+            raise ValueError("sqlite:/// needs a file path, e.g. sqlite:///central.db")
         return url
 
     @property
+    def dialect(self) -> str:
+        return "sqlite" if self.url.startswith("sqlite:///") else "postgresql"
+
+    @property
     def sqlite_path(self) -> Path:
+        """The SQLite file (only meaningful when ``dialect`` is sqlite)."""
         return Path(self.url.removeprefix("sqlite:///"))
+
+
+class RetentionConfig(_Strict):
+    """How long readings are kept; the housekeeping task enforces it in bounded chunks."""
+
+    raw_days: float | None = Field(
+        30, gt=0, description="raw readings older (event time) are rolled up, then deleted"
+    )
+    minute_days: float | None = Field(400, gt=0, description="1-minute min/max/avg/count")
+    hour_days: float | None = Field(None, gt=0, description="1-hour aggregates; none: forever")
+    interval_s: float = Field(300, gt=0, description="how often housekeeping runs")
+    chunk_rows: int = Field(20_000, ge=100, le=1_000_000, description="rows per transaction")
+
+
+class WorkersConfig(_Strict):
+    """One process (``single``) or several workers sharing the load (``shared``).
+
+    ``shared`` needs PostgreSQL: every worker ingests its share of an MQTT 5 shared
+    subscription (``$share/<group>/…``); one of them at a time (the leader, a PostgreSQL
+    advisory lock) judges the rules in order and issues CAP (docs/deployment.md).
+    """
+
+    mode: Literal["single", "shared"] = "single"
+    group: str = Field("sentryline-central", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    leader_lock_key: int = Field(0x5E47_1E00, description="PostgreSQL advisory lock key")
+    leader_retry_s: float = Field(0.5, gt=0, le=30, description="followers try the lock this often")
+    poll_s: float = Field(0.02, gt=0, le=5, description="the leader polls the pack queue")
+    reorder_wait_s: float = Field(
+        0.5, ge=0, le=30, description="longest hold of a pack whose predecessor is not stored yet"
+    )
 
 
 class HttpConfig(_Strict):
@@ -127,6 +167,8 @@ class RulesConfig(_Strict):
 class CentralConfig(_Strict):
     broker: BrokerSettings = BrokerSettings()
     storage: StorageConfig = StorageConfig()
+    retention: RetentionConfig = RetentionConfig()
+    workers: WorkersConfig = WorkersConfig()
     http: HttpConfig = HttpConfig()
     cap: CapConfig = CapConfig()
     assets: list[AssetConfig] = Field(default_factory=list)
@@ -138,6 +180,12 @@ class CentralConfig(_Strict):
     ingest_batch_max_bytes: int = Field(
         128 * 1024, ge=1024, description="≈ 1,500 readings of SenML JSON per transaction"
     )
+
+    @model_validator(mode="after")
+    def _workers_need_postgres(self) -> CentralConfig:
+        if self.workers.mode == "shared" and self.storage.dialect != "postgresql":
+            raise ValueError("workers.mode 'shared' needs storage.url postgresql://…")
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> CentralConfig:
@@ -157,7 +205,7 @@ class CentralConfig(_Strict):
 def load_central_config(path: str | Path) -> CentralConfig:
     config = load_yaml_model(path, CentralConfig)
     sqlite_path = config.storage.sqlite_path
-    if not sqlite_path.is_absolute():
+    if config.storage.dialect == "sqlite" and not sqlite_path.is_absolute():
         resolved = Path(path).resolve().parent / sqlite_path
         config.storage.url = f"sqlite:///{resolved}"
     return config

@@ -1,5 +1,5 @@
--- Central storage schema. Portable SQL: the same statements run on SQLite and (planned)
--- PostgreSQL; no AUTOINCREMENT, no SQLite-only types.
+-- Central storage schema. Portable SQL: the same statements run on SQLite and PostgreSQL
+-- (central/db.py); no AUTOINCREMENT, no SQLite-only types.
 
 CREATE TABLE IF NOT EXISTS packs_seen (
     gateway     TEXT    NOT NULL,
@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS readings (
     seq       BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS readings_by_series ON readings (gateway, device, quantity, t);
+-- Retention walks the oldest rows in bounded chunks (central/retention.py).
+CREATE INDEX IF NOT EXISTS readings_by_time ON readings (t);
 
 -- A gateway that was unsynchronised tells central how far off its readings were.
 CREATE TABLE IF NOT EXISTS clock_corrections (
@@ -89,3 +91,42 @@ CREATE TABLE IF NOT EXISTS warnings (
     id           TEXT PRIMARY KEY
 );
 CREATE INDEX IF NOT EXISTS warnings_active ON warnings (asset, warning_type, active);
+
+-- Several workers (workers.mode: shared): packs stored by any worker, not yet judged by the
+-- one evaluator (the leader). A row leaves in the same transaction as the CAP it caused.
+CREATE TABLE IF NOT EXISTS pack_queue (
+    gateway     TEXT   NOT NULL,
+    epoch       BIGINT NOT NULL,
+    seq         BIGINT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    pack        TEXT   NOT NULL,  -- the pack as decoded, re-encoded as SenML JSON
+    PRIMARY KEY (gateway, epoch, seq)
+);
+
+-- Downsampled numeric readings (central/retention.py): kept after the raw rows expire.
+-- bucket is the window's start (POSIX seconds); avg = vsum / n.
+CREATE TABLE IF NOT EXISTS readings_1m (
+    gateway  TEXT NOT NULL,
+    device   TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    bucket   DOUBLE PRECISION NOT NULL,
+    n        BIGINT NOT NULL,
+    vmin     DOUBLE PRECISION NOT NULL,
+    vmax     DOUBLE PRECISION NOT NULL,
+    vsum     DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (gateway, device, quantity, bucket)
+);
+CREATE INDEX IF NOT EXISTS readings_1m_by_bucket ON readings_1m (bucket);
+
+CREATE TABLE IF NOT EXISTS readings_1h (
+    gateway  TEXT NOT NULL,
+    device   TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    bucket   DOUBLE PRECISION NOT NULL,
+    n        BIGINT NOT NULL,
+    vmin     DOUBLE PRECISION NOT NULL,
+    vmax     DOUBLE PRECISION NOT NULL,
+    vsum     DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (gateway, device, quantity, bucket)
+);
+CREATE INDEX IF NOT EXISTS readings_1h_by_bucket ON readings_1h (bucket);

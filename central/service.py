@@ -41,7 +41,8 @@ CAP_CONTENT_TYPE = "application/cap+xml"
 class CentralService:
     def __init__(self, config: CentralConfig) -> None:
         self.config = config
-        self.store = Store(config.storage.sqlite_path)
+        shared = config.workers.mode == "shared"
+        self.store = Store(config.storage.url, queue_packs=shared)
         self.registry = AssetRegistry(config.assets, self.store.gateway_births())
         self.warnings = WarningManager(self.store, config.cap, self.registry.info)
         self.pipeline = IngestPipeline(

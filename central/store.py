@@ -1,7 +1,8 @@
 """Central storage: idempotent ingest keyed by (gateway, epoch, seq), alerts, warnings, stats.
 
-SQLite by default. Statements stay portable (``ON CONFLICT … DO …`` exists in SQLite ≥ 3.24
-and PostgreSQL) so a PostgreSQL backend can follow with the same schema file.
+SQLite (one process) or PostgreSQL (one or several workers), through ``central/db.py``: the
+same schema files and statements on both (``ON CONFLICT … DO …``, ``RETURNING``); the few
+dialect differences branch on ``db.dialect`` where they are written.
 """
 
 from __future__ import annotations
@@ -12,15 +13,27 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from central.db import SqliteDatabase
+from central.db import Database, SqliteDatabase, open_database
 from central.timecheck import TIME_CORRECTED, TIME_IMPLAUSIBLE, TIME_UNSYNCED, time_flag
-from cloud_bridge.senml import Pack
+from cloud_bridge.senml import Pack, decode_pack, encode_pack
 
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     new: list[Pack]
     duplicates: list[Pack]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPack:
+    """A stored pack waiting for the evaluator (several workers)."""
+
+    pack: Pack
+    received_at: float
+
+
+class QueueClaimLost(RuntimeError):
+    """Another evaluator took queued packs first: this one is no longer the leader."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +65,50 @@ class WarningRow:
     late: bool = False
 
 
+# Rows per multi-row VALUES statement (SQLite allows 32,766 parameters; PostgreSQL 65,535).
+_VALUES_CHUNK = 400
+
+
+def open_store_database(target: str | Path | Database) -> Database:
+    """A Database from a URL (``sqlite:///PATH``, ``postgresql://…``), a path, or as given."""
+    if isinstance(target, str) and "://" in target:
+        return open_database(target)
+    if isinstance(target, str | Path):
+        return SqliteDatabase(target)
+    return target
+
+
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, target: str | Path | Database, *, queue_packs: bool = False) -> None:
         # The shared interface (central/db.py); other modules keep their tables through it.
-        self.db = SqliteDatabase(self.path)
-        self._db = self.db._conn
+        self.db = open_store_database(target)
+        self.dialect = self.db.dialect
+        # Several workers: every new pack is also queued (pack_queue) for the one evaluator.
+        self.queue_packs = queue_packs
         schemas = resources.files("central")
         for name in ("schema.sql", "schema_ops.sql"):
             self.db.script(schemas.joinpath(name).read_text())
         self._migrate()
+        greatest = "MAX" if self.dialect == "sqlite" else "GREATEST"
+        self._device_stats_sql = (
+            "INSERT INTO device_stats (gateway, device, received, stored, duplicates, last_time)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gateway, device) DO UPDATE SET"
+            " received = device_stats.received + excluded.received,"
+            " stored = device_stats.stored + excluded.stored,"
+            " duplicates = device_stats.duplicates + excluded.duplicates,"
+            f" last_time = {greatest}(COALESCE(device_stats.last_time, 0),"
+            " COALESCE(excluded.last_time, 0))"
+        )
+
+    def _columns(self, table: str) -> set[str]:
+        if self.dialect == "sqlite":
+            return self.db.columns(table)
+        rows = self.db.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+        return {r[0] for r in rows}
 
     def _migrate(self) -> None:
         """Columns added after the first schema, for files created before them."""
@@ -75,53 +122,54 @@ class Store:
             ("readings", "tq", "INTEGER NOT NULL DEFAULT 0"),
         )
         for table, column, ddl in added:
-            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
-        self._db.execute(
+            if column not in self._columns(table):
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+        self.db.execute(
             "CREATE INDEX IF NOT EXISTS readings_time_flags ON readings (gateway, epoch, tq)"
             " WHERE tq <> 0"
         )
 
     def close(self) -> None:
-        self._db.close()
-
-    def _begin(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self.db.close()
 
     # -- ingest --------------------------------------------------------------------------
     def ingest(self, packs: Sequence[Pack], received_at: float) -> IngestResult:
         """Store every pack not seen before, in one transaction; report the duplicates."""
-        new: list[Pack] = []
-        duplicates: list[Pack] = []
-        self._begin()
-        try:
+        with self.db.transaction():
+            fresh = self._claim(packs, received_at)
+            new: list[Pack] = []
+            duplicates: list[Pack] = []
             for pack in packs:
-                cursor = self._db.execute(
-                    "INSERT INTO packs_seen (gateway, epoch, seq, received_at, n_records, replayed)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (*pack.key, received_at, len(pack.records), int(pack.replayed)),
-                )
-                (new if cursor.rowcount == 1 else duplicates).append(pack)
-            rows = []
+                if pack.key in fresh:
+                    fresh.discard(pack.key)  # a pack twice in one batch: the second is a repeat
+                    new.append(pack)
+                else:
+                    duplicates.append(pack)
+            rows: list[tuple] = []
             corrections = []
+            known: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
             for pack in new:
-                known = self._corrections(pack.gateway, pack.epoch)
                 corrections += _corrections_in(pack)
+                gateway, epoch, seq = pack.key
                 for r in pack.records:
                     v = vs = vb = None
-                    if isinstance(r.value, bool):
-                        vb = int(r.value)
-                    elif isinstance(r.value, str):
-                        vs = r.value
+                    value = r.value
+                    if value.__class__ is float:
+                        v = value
+                    elif isinstance(value, bool):
+                        vb = int(value)
+                    elif isinstance(value, str):
+                        vs = value
                     else:
-                        v = r.value
+                        v = value
                     t, tq = r.time, time_flag(r, received_at)
                     if tq == TIME_UNSYNCED:
-                        t, tq = _corrected(t, known)
+                        if (gateway, epoch) not in known:
+                            known[gateway, epoch] = self._corrections(gateway, epoch)
+                        t, tq = _corrected(t, known[gateway, epoch])
                     rows.append(
                         (
-                            pack.gateway,
+                            gateway,
                             r.device,
                             r.quantity,
                             t,
@@ -131,37 +179,54 @@ class Store:
                             r.unit,
                             r.update_time,
                             r.quality,
-                            pack.epoch,
-                            pack.seq,
+                            epoch,
+                            seq,
                             tq,
                         )
                     )
-            self._db.executemany(
-                "INSERT INTO readings (gateway, device, quantity, t, v, vs, vb, unit, ut, q,"
-                " epoch, seq, tq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            if rows:
+                self.db.executemany(
+                    "INSERT INTO readings (gateway, device, quantity, t, v, vs, vb, unit, ut, q,"
+                    " epoch, seq, tq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
             for gateway, epoch, offset, since, until in corrections:
-                self._db.execute(
+                self.db.execute(
                     "INSERT INTO clock_corrections (gateway, epoch, offset_s, since, until)"
                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (gateway, epoch, offset, since, until),
                 )
-                self._db.execute(
+                self.db.execute(
                     "UPDATE readings SET t = t + ?, tq = ? WHERE gateway = ? AND epoch = ?"
                     " AND tq = ? AND t BETWEEN ? AND ?",
                     (offset, TIME_CORRECTED, gateway, epoch, TIME_UNSYNCED, since, until),
                 )
             self._count_devices(new, stored=True)
             self._count_devices(duplicates, stored=False)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            if self.queue_packs and new:
+                self._queue(new, received_at)
         return IngestResult(new, duplicates)
 
+    def _claim(self, packs: Sequence[Pack], received_at: float) -> set[tuple[str, int, int]]:
+        """Insert the packs' keys into packs_seen; the keys that were new (multi-row VALUES
+        with RETURNING: one statement per chunk instead of one round trip per pack)."""
+        fresh: set[tuple[str, int, int]] = set()
+        for start in range(0, len(packs), _VALUES_CHUNK):
+            chunk = packs[start : start + _VALUES_CHUNK]
+            params: list = []
+            for pack in chunk:
+                params += (*pack.key, received_at, len(pack.records), int(pack.replayed))
+            values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+            rows = self.db.execute(
+                "INSERT INTO packs_seen (gateway, epoch, seq, received_at, n_records, replayed)"
+                f" VALUES {values} ON CONFLICT DO NOTHING RETURNING gateway, epoch, seq",
+                params,
+            ).fetchall()
+            fresh.update((gw, int(ep), int(sq)) for gw, ep, sq in rows)
+        return fresh
+
     def _corrections(self, gateway: str, epoch: int) -> list[tuple[float, float, float]]:
-        return self._db.execute(
+        return self.db.execute(
             "SELECT offset_s, since, until FROM clock_corrections WHERE gateway = ? AND epoch = ?",
             (gateway, epoch),
         ).fetchall()
@@ -173,22 +238,59 @@ class Store:
                 entry = tally.setdefault((pack.gateway, r.device), [0, r.time])
                 entry[0] += 1
                 entry[1] = max(entry[1], r.time)
-        self._db.executemany(
-            "INSERT INTO device_stats (gateway, device, received, stored, duplicates, last_time)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gateway, device) DO UPDATE SET"
-            " received = device_stats.received + excluded.received,"
-            " stored = device_stats.stored + excluded.stored,"
-            " duplicates = device_stats.duplicates + excluded.duplicates,"
-            " last_time = MAX(COALESCE(device_stats.last_time, 0),"
-            " COALESCE(excluded.last_time, 0))",
+        if not tally:
+            return
+        self.db.executemany(
+            self._device_stats_sql,
             [
                 (gw, dev, n, n if stored else 0, 0 if stored else n, last if stored else None)
                 for (gw, dev), (n, last) in tally.items()
             ],
         )
 
+    # -- evaluation queue (several workers, central/evaluator.py) ------------------------------
+    def _queue(self, packs: Sequence[Pack], received_at: float) -> None:
+        self.db.executemany(
+            "INSERT INTO pack_queue (gateway, epoch, seq, received_at, pack)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(*p.key, received_at, encode_pack(p).decode()) for p in packs],
+        )
+
+    def queued_packs(self, limit: int) -> list[QueuedPack]:
+        """The oldest queued packs (by the time a worker took them off MQTT)."""
+        rows = self.db.execute(
+            "SELECT pack, received_at FROM pack_queue ORDER BY received_at, gateway, epoch, seq"
+            " LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [QueuedPack(decode_pack(text.encode()), received_at) for text, received_at in rows]
+
+    def queue_depth(self) -> int:
+        (n,) = self.db.execute("SELECT COUNT(*) FROM pack_queue").fetchone()
+        return int(n)
+
+    def dequeue(self, keys: Sequence[tuple[str, int, int]]) -> None:
+        """Remove judged packs; call inside the transaction that saves what they caused.
+
+        Every key must still be queued: if another evaluator deleted one first (a leader that
+        lost its lock but did not notice yet), :class:`QueueClaimLost` rolls everything back.
+        On PostgreSQL the row locks make the second evaluator wait for the first to commit.
+        """
+        removed = 0
+        for start in range(0, len(keys), _VALUES_CHUNK):
+            chunk = keys[start : start + _VALUES_CHUNK]
+            params = [x for key in chunk for x in key]
+            values = ", ".join(["(?, ?, ?)"] * len(chunk))
+            cursor = self.db.execute(
+                f"DELETE FROM pack_queue WHERE (gateway, epoch, seq) IN (VALUES {values})",
+                params,
+            )
+            removed += cursor.rowcount
+        if removed != len(keys):
+            raise QueueClaimLost(f"{len(keys) - removed} of {len(keys)} packs judged elsewhere")
+
     def record_rejection(self, gateway: str, reason: str, detail: str) -> None:
-        self._db.execute(
+        self.db.execute(
             "INSERT INTO rejections (gateway, reason, count, last_detail) VALUES (?, ?, 1, ?)"
             " ON CONFLICT (gateway, reason) DO UPDATE SET count = rejections.count + 1,"
             " last_detail = excluded.last_detail",
@@ -204,7 +306,7 @@ class Store:
         birth: dict | None,
         when: float,
     ) -> None:
-        self._db.execute(
+        self.db.execute(
             "INSERT INTO gateways (gateway, site, state, epoch, last_seen, birth)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gateway) DO UPDATE SET"
             " site = excluded.site, state = excluded.state,"
@@ -214,15 +316,15 @@ class Store:
         )
 
     def gateway_births(self) -> dict[str, dict]:
-        rows = self._db.execute("SELECT gateway, birth FROM gateways WHERE birth IS NOT NULL")
+        rows = self.db.execute("SELECT gateway, birth FROM gateways WHERE birth IS NOT NULL")
         return {gw: json.loads(birth) for gw, birth in rows}
 
     # -- alerts and warnings --------------------------------------------------------------
     def save_alert(self, alert: AlertRow, warning: WarningRow) -> None:
-        """The CAP message and the warning's new state, atomically."""
-        self._begin()
-        try:
-            self._db.execute(
+        """The CAP message and the warning's new state, atomically (joins an outer
+        transaction: the evaluator commits its queue position with them)."""
+        with self.db.transaction():
+            self.db.execute(
                 "INSERT INTO alerts (identifier, sender, sent, msg_type, level, asset,"
                 " warning_type, event_time, created_at, xml, late)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -240,7 +342,7 @@ class Store:
                     int(alert.late),
                 ),
             )
-            self._db.execute(
+            self.db.execute(
                 "INSERT INTO warnings (id, asset, warning_type, level, active, raised_event_time,"
                 " updated_event_time, cleared_event_time, message_chain, late)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET"
@@ -261,24 +363,20 @@ class Store:
                     int(warning.late),
                 ),
             )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def mark_published(self, identifiers: Sequence[str]) -> None:
-        self._db.executemany(
+        self.db.executemany(
             "UPDATE alerts SET published = 1 WHERE identifier = ?", [(i,) for i in identifiers]
         )
 
     def unpublished_alerts(self) -> list[tuple[str, bytes]]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT identifier, xml FROM alerts WHERE published = 0 ORDER BY created_at"
         )
         return [(ident, xml.encode()) for ident, xml in rows]
 
     def active_warnings(self) -> list[WarningRow]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT id, asset, warning_type, level, active, raised_event_time, updated_event_time,"
             " cleared_event_time, message_chain, late FROM warnings WHERE active = 1"
         ).fetchall()
@@ -299,7 +397,7 @@ class Store:
         ]
 
     def list_alerts(self, limit: int = 1000) -> list[dict]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT identifier, sender, sent, msg_type, level, asset, warning_type, event_time,"
             " late FROM alerts ORDER BY created_at, identifier LIMIT ?",
             (limit,),
@@ -318,13 +416,13 @@ class Store:
         return [dict(zip(keys, row, strict=True)) | {"late": bool(row[8])} for row in rows]
 
     def alert_xml(self, identifier: str) -> bytes | None:
-        row = self._db.execute(
+        row = self.db.execute(
             "SELECT xml FROM alerts WHERE identifier = ?", (identifier,)
         ).fetchone()
         return row[0].encode() if row else None
 
     def list_warnings(self) -> list[dict]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT id, asset, warning_type, level, active, raised_event_time,"
             " cleared_event_time, late FROM warnings ORDER BY raised_event_time"
         ).fetchall()
@@ -345,7 +443,7 @@ class Store:
 
     def live_warning_covered(self, asset: str, warning_type: str, t: float) -> bool:
         """Was a live (not late) warning of this kind active at event time ``t``?"""
-        row = self._db.execute(
+        row = self.db.execute(
             "SELECT 1 FROM warnings WHERE asset = ? AND warning_type = ? AND late = 0"
             " AND raised_event_time <= ? AND (cleared_event_time IS NULL"
             " OR cleared_event_time >= ?) LIMIT 1",
@@ -356,7 +454,7 @@ class Store:
     # -- stats ---------------------------------------------------------------------------
     def stats(self) -> dict:
         gateways: dict[str, dict] = {}
-        for gw, site, state, epoch, last_seen in self._db.execute(
+        for gw, site, state, epoch, last_seen in self.db.execute(
             "SELECT gateway, site, state, epoch, last_seen FROM gateways"
         ):
             gateways[gw] = {"site": site, "state": state, "epoch": epoch, "last_seen": last_seen}
@@ -365,7 +463,7 @@ class Store:
             return gateways.setdefault(gw, {"site": None, "state": "unknown"}) | {}
 
         totals = {"received": 0, "stored": 0, "duplicates": 0, "rejected": 0}
-        for gw, dev, received, stored, dups, last_time in self._db.execute(
+        for gw, dev, received, stored, dups, last_time in self.db.execute(
             "SELECT gateway, device, received, stored, duplicates, last_time FROM device_stats"
         ):
             g = gateways.setdefault(gw, entry(gw))
@@ -378,7 +476,7 @@ class Store:
             for key, value in (("received", received), ("stored", stored), ("duplicates", dups)):
                 g[key] = g.get(key, 0) + value
                 totals[key] += value
-        for gw, reason, count in self._db.execute("SELECT gateway, reason, count FROM rejections"):
+        for gw, reason, count in self.db.execute("SELECT gateway, reason, count FROM rejections"):
             g = gateways.setdefault(gw, entry(gw))
             g.setdefault("rejected", {})[reason] = count
             totals["rejected"] += count
@@ -394,13 +492,13 @@ class Store:
             TIME_CORRECTED: "corrected",
             TIME_IMPLAUSIBLE: "implausible",
         }
-        for gw, tq, count in self._db.execute(
+        for gw, tq, count in self.db.execute(
             "SELECT gateway, tq, COUNT(*) FROM readings WHERE tq <> 0 GROUP BY gateway, tq"
         ):
             g = gateways.setdefault(gw, entry(gw))
             g.setdefault("time_flags", {})[flag_names.get(tq, str(tq))] = count
         # The gateways' own status records (device "gateway"): the latest value of each.
-        for gw, quantity, v, vb, t in self._db.execute(
+        for gw, quantity, v, vb, t in self.db.execute(
             "SELECT r.gateway, r.quantity, r.v, r.vb, r.t FROM readings r JOIN ("
             " SELECT gateway, quantity, MAX(t) AS t FROM readings WHERE device = 'gateway'"
             " GROUP BY gateway, quantity) latest ON r.gateway = latest.gateway"
@@ -410,7 +508,7 @@ class Store:
             status = g.setdefault("status", {})
             status[quantity] = bool(vb) if vb is not None else v
             status["time"] = max(t, status.get("time", 0.0))
-        (n_readings,) = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()
+        (n_readings,) = self.db.execute("SELECT COUNT(*) FROM readings").fetchone()
         return {"totals": totals | {"readings_rows": n_readings}, "gateways": gateways}
 
 

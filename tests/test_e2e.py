@@ -394,7 +394,7 @@ async def test_an_attached_edge_model_runs_in_the_gateway(tmp_path, mosquitto):
         async with running(gateway.run):
 
             def inferred() -> int:
-                return central.store._db.execute(
+                return central.store.db.execute(
                     "SELECT COUNT(*) FROM readings WHERE device = 'gas-1'"
                     " AND quantity = 'vib_anomaly'"
                 ).fetchone()[0]
@@ -402,7 +402,7 @@ async def test_an_attached_edge_model_runs_in_the_gateway(tmp_path, mosquitto):
             await wait_until(_async_true(lambda: inferred() >= 2), 20, "model output stored")
             polls = {n: c.ok for b in gateway.runtime.buses for n, c in b.counters.items()}
             backend = gateway.runtime.stages[0].backend
-        classes = central.store._db.execute(
+        classes = central.store.db.execute(
             "SELECT DISTINCT vs FROM readings WHERE device = 'gas-1' AND quantity = 'ride_class'"
         ).fetchall()
     assert polls["gas-1"] > 50 and polls["gas-2"] > 50  # polling never waited for inference

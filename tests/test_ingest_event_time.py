@@ -112,7 +112,7 @@ def test_backlog_of_an_ongoing_episode_is_merged_into_the_live_warning(harness):
 
 def test_replayed_flag_is_stored(harness):
     harness.send(T0, [0.02], replayed=True)
-    row = harness.store._db.execute("SELECT replayed FROM packs_seen").fetchone()
+    row = harness.store.db.execute("SELECT replayed FROM packs_seen").fetchone()
     assert row == (1,)
 
 

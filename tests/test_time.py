@@ -102,7 +102,7 @@ def test_corrections_apply_to_readings_stored_before_and_after_them(tmp_path):
     )
     _send(pipeline, 5, fix, now + 10)  # priority: overtakes the rest of the backlog
     _send(pipeline, 1, [unsynced(i) for i in range(5, 10)], now + 11)
-    rows = store._db.execute(
+    rows = store.db.execute(
         "SELECT t, tq FROM readings WHERE quantity = 'co' ORDER BY t"
     ).fetchall()
     assert len(rows) == 10
@@ -131,7 +131,7 @@ def test_implausible_times_are_stored_flagged_and_never_judged(tmp_path):
     assert _send(pipeline, 1, future, now) == []  # 90 %LEL, but not at a believable time
     ok = [Record("gas-1/ch4_lel", now - 5 + i, 0.02, "/", 1.0, 1) for i in range(3)]
     _send(pipeline, 2, ok, now)
-    rows = dict(store._db.execute("SELECT tq, COUNT(*) FROM readings GROUP BY tq").fetchall())
+    rows = dict(store.db.execute("SELECT tq, COUNT(*) FROM readings GROUP BY tq").fetchall())
     assert rows == {TIME_IMPLAUSIBLE: 10, TIME_OK: 3}
     assert store.stats()["gateways"]["gw-1"]["time_flags"] == {"implausible": 10}
     store.close()
@@ -177,11 +177,11 @@ async def test_gateway_with_a_wrong_unsynced_clock_ends_up_with_true_times(tmp_p
 
         await wait_until(corrected, 10, "the correction to reach central")
         now = time.time()
-        (oldest, newest) = store._db.execute(
+        (oldest, newest) = store.db.execute(
             "SELECT MIN(t), MAX(t) FROM readings WHERE device LIKE 'gas-%'"
         ).fetchone()
         flags = dict(
-            store._db.execute(
+            store.db.execute(
                 "SELECT tq, COUNT(*) FROM readings WHERE device LIKE 'gas-%' GROUP BY tq"
             ).fetchall()
         )
