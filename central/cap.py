@@ -31,6 +31,8 @@ LEVEL_PROFILE: dict[str, tuple[str, str, str, str]] = {
     "yellow": ("Moderate", "Expected", "Likely", "Prepare"),
     "blue": ("Minor", "Expected", "Possible", "Monitor"),
 }
+# Internal alarms (sensor fault, sensor offline): nothing is known about the hazard itself.
+INTERNAL_PROFILE: tuple[str, str, str, str] = ("Unknown", "Unknown", "Unknown", "Assess")
 
 _STATUSES = frozenset({"Actual", "Exercise", "System", "Test", "Draft"})
 _MSG_TYPES = frozenset({"Alert", "Update", "Cancel"})
@@ -39,6 +41,8 @@ _CATEGORIES = frozenset(
     | {"Infra", "CBRNE", "Other"}
 )
 _CERTAINTIES = frozenset({"Observed", "Likely", "Possible", "Unlikely", "Unknown"})
+_SEVERITIES = frozenset({"Extreme", "Severe", "Moderate", "Minor", "Unknown"})
+_URGENCIES = frozenset({"Immediate", "Expected", "Future", "Past", "Unknown"})
 _RESPONSE_TYPES = frozenset(
     {"Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear", "None"}
 )
@@ -98,6 +102,8 @@ class CapMessage:
     expires: datetime | None = None
     certainty: str | None = None  # default from the level table
     response_type: str | None = None  # default from the level table
+    severity: str | None = None  # default from the level table
+    urgency: str | None = None  # default from the level table
     note: str | None = None
 
 
@@ -202,6 +208,8 @@ def _check_message(msg: CapMessage) -> None:
         ("status", msg.status, _STATUSES),
         ("category", msg.category, _CATEGORIES),
         ("certainty", msg.certainty or "Unknown", _CERTAINTIES),
+        ("severity", msg.severity or "Unknown", _SEVERITIES),
+        ("urgency", msg.urgency or "Unknown", _URGENCIES),
         ("response_type", msg.response_type or "None", _RESPONSE_TYPES),
     )
     for name, value, allowed in checks:
@@ -258,8 +266,8 @@ def render_cap(msg: CapMessage) -> bytes:
     _sub(info, "category", msg.category)
     _sub(info, "event", msg.event)
     _sub(info, "responseType", msg.response_type or response_type)
-    _sub(info, "urgency", urgency)
-    _sub(info, "severity", severity)
+    _sub(info, "urgency", msg.urgency or urgency)
+    _sub(info, "severity", msg.severity or severity)
     _sub(info, "certainty", msg.certainty or certainty)
     _pair(info, "eventCode", EVENT_CODE_NAME, _slug(msg.event))
     _sub(info, "effective", format_cap_time(msg.effective))
@@ -376,6 +384,11 @@ def parse_cap(xml: bytes) -> dict:
         "level": level.lower() if level is not None else None,
         "event": _text(info, "event") if info is not None else None,
         "effective": _token(info, "effective") if info is not None else None,
+        "onset": _token(info, "onset") if info is not None else None,
+        **{
+            tag: _text(info, tag) if info is not None else None
+            for tag in ("severity", "urgency", "certainty", "responseType")
+        },
         "headline": _text(info, "headline") if info is not None else None,
         "parameters": params,
     }

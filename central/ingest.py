@@ -14,12 +14,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from central.config import AssetConfig
 from central.fusion import AssetLevelFusion
+from central.registry import AssetRegistry
 from central.rules.gas import GasCh4Rule
 from central.store import Store
 from central.timecheck import TIME_IMPLAUSIBLE, time_flag
-from central.warnings import AssetInfo, IssuedMessage, WarningManager
+from central.warnings import IssuedMessage, WarningManager
 from cloud_bridge.mqtt import parse_topic
 from cloud_bridge.senml import Pack, PackRejected, decode_pack
 
@@ -33,51 +33,6 @@ class Inbound:
     content_type: str | None
     received_at: float
     replayed: bool = False  # the gateway sent it from its backlog (MQTT 5 user property)
-
-
-class AssetRegistry:
-    """Which asset a device belongs to: central's config first, then the gateway's birth."""
-
-    def __init__(self, assets: Sequence[AssetConfig], births: dict[str, dict]) -> None:
-        self._assets = {a.id: a for a in assets}
-        self._bindings = {ref: a.id for a in assets for ref in a.devices}
-        self._learned: dict[str, AssetInfo] = {}
-        self._learned_bindings: dict[str, str] = {}
-        for gateway, birth in births.items():
-            self.learn_birth(gateway, birth)
-
-    def learn_birth(self, gateway: str, birth: dict) -> None:
-        for device in birth.get("devices") or []:
-            if not isinstance(device, dict) or not isinstance(device.get("id"), str):
-                continue
-            asset = device.get("asset")
-            if not isinstance(asset, str):
-                continue
-            self._learned_bindings[f"{gateway}/{device['id']}"] = asset
-            loc = device.get("location") if isinstance(device.get("location"), dict) else {}
-            lat, lon = loc.get("lat"), loc.get("lon")
-            if isinstance(lat, int | float) and isinstance(lon, int | float):
-                self._learned[asset] = AssetInfo(asset, loc.get("description") or asset, lat, lon)
-
-    def asset_for(self, gateway: str, device: str) -> str:
-        ref = f"{gateway}/{device}"
-        return self._bindings.get(ref) or self._learned_bindings.get(ref) or f"{gateway}.{device}"
-
-    def info(self, asset: str) -> AssetInfo:
-        config = self._assets.get(asset)
-        if config is not None:
-            loc = config.location
-            return AssetInfo(
-                asset,
-                config.name or asset,
-                loc.lat if loc else None,
-                loc.lon if loc else None,
-                config.radius_km,
-                config.type,
-                config.site,
-                dict(config.meta),
-            )
-        return self._learned.get(asset) or AssetInfo(asset, asset)
 
 
 class IngestPipeline:

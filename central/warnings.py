@@ -1,7 +1,10 @@
 """Warning lifecycle: at most one active warning per (asset, type), told in CAP 1.2.
 
 A new warning is a CAP ``Alert``; a level change is an ``Update`` whose ``references`` list
-every earlier message of the warning; a clear is a ``Cancel`` referencing them all.
+every earlier message of the warning; a clear is a ``Cancel`` referencing them all. Operators
+acknowledge, assign and clear by hand (a manual clear is a ``Cancel`` too); every such change
+goes to the audit log. Every warning belongs to an incident (central/incidents.py) whose id
+each of its CAP messages carries in ``incidents``.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from central.audit import AuditLog
 from central.cap import (
+    INTERNAL_PROFILE,
     CapArea,
     CapMessage,
     CapReference,
@@ -23,22 +28,26 @@ from central.cap import (
     render_cap,
 )
 from central.config import CapConfig
-from central.rules.base import Level, Transition
+from central.db import Database
+from central.incidents import IncidentTracker
+from central.registry import AssetInfo
+from central.rules.base import Level, Transition, level_rank
 from central.rules.catalog import event_name, instruction
 from central.store import AlertRow, Store, WarningRow
 
+__all__ = ["AssetInfo", "IssuedMessage", "WarningConflict", "WarningManager", "WarningNotFound"]
 
-@dataclass(frozen=True, slots=True)
-class AssetInfo:
-    id: str
-    name: str
-    lat: float | None = None
-    lon: float | None = None
-    radius_km: float = 0.1
-    type: str = "generic"  # asset type: selects the rule set (central/rulesets/<type>.yaml)
-    site: str | None = None
-    # Per-asset rule inputs: rated speed, warning levels, control values, context, ...
-    meta: Mapping[str, Any] = field(default_factory=dict)
+# Internal alarms about the monitoring itself, not the hazard: CAP says "Unknown" / "Assess".
+INTERNAL_TYPES = frozenset({"sensor_fault", "sensor_offline"})
+MANUAL_RULE_ID = "manual.clear"
+
+
+class WarningNotFound(LookupError):
+    pass
+
+
+class WarningConflict(ValueError):
+    """The action does not fit the warning's state (e.g. acknowledging a cleared one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,40 @@ class IssuedMessage:
     warning_type: str
     event_time: float
     xml: bytes
+    incident: str | None = None
+
+
+class OperatorState:
+    """Acknowledgement, assignment and manual clear of warnings (table warning_ops)."""
+
+    _COLUMNS = ("acknowledged_by", "acknowledged_at", "assignee", "assigned_at", "cleared_by")
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, warning_id: str) -> dict[str, Any]:
+        row = self.db.execute(
+            f"SELECT {', '.join(self._COLUMNS)} FROM warning_ops WHERE warning_id = ?",
+            (warning_id,),
+        ).fetchone()
+        return dict(zip(self._COLUMNS, row or (None,) * len(self._COLUMNS), strict=True))
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        rows = self.db.execute(
+            f"SELECT warning_id, {', '.join(self._COLUMNS)} FROM warning_ops"
+        ).fetchall()
+        return {r[0]: dict(zip(self._COLUMNS, r[1:], strict=True)) for r in rows}
+
+    def set(self, warning_id: str, **values: Any) -> None:
+        columns = list(values)
+        if not columns or not set(columns) <= set(self._COLUMNS):
+            raise ValueError(f"unknown operator columns {columns}")
+        self.db.execute(
+            f"INSERT INTO warning_ops (warning_id, {', '.join(columns)})"
+            f" VALUES (?{', ?' * len(columns)}) ON CONFLICT (warning_id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in columns),
+            (warning_id, *values.values()),
+        )
 
 
 class WarningManager:
@@ -59,12 +102,18 @@ class WarningManager:
         cap: CapConfig,
         asset_info: Callable[[str], AssetInfo],
         clock: Callable[[], float] = time.time,
+        *,
+        incidents: IncidentTracker | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.store = store
         self.cap = cap
         self._asset_info = asset_info
         self._clock = clock
         self._serial = itertools.count(1)
+        self.incidents = incidents or IncidentTracker(store.db, asset_info)
+        self.audit = audit or AuditLog(store.db, clock)
+        self.operator = OperatorState(store.db)
         restored = store.active_warnings()
         self.active: dict[tuple[str, str], WarningRow] = {
             (w.asset, w.warning_type): w for w in restored if not w.late
@@ -78,6 +127,7 @@ class WarningManager:
     def _when(self, seconds: float) -> datetime:
         return datetime.fromtimestamp(seconds, UTC).astimezone(self.cap.tz)
 
+    # -- from the rules ------------------------------------------------------------------
     def apply(self, tr: Transition) -> IssuedMessage | None:
         if tr.late:
             return self._apply_late(tr)
@@ -111,12 +161,134 @@ class WarningManager:
         if tr.level is None:
             if current is None:
                 return None
-            return self._issue("Cancel", current.level, tr, current)
+            return self._issue("Cancel", current.level, tr, current)  # type: ignore[arg-type]
         if current is None:
             return self._issue("Alert", tr.level, tr, None)
         if current.level == tr.level:
             return None
         return self._issue("Update", tr.level, tr, current)
+
+    # -- from operators ------------------------------------------------------------------
+    def find(self, warning_id: str) -> dict[str, Any]:
+        """One warning as the API shows it; WarningNotFound if there is none."""
+        for warning in self.store.list_warnings():
+            if warning["id"] == warning_id:
+                return self._with_ops(warning, self.operator.get(warning_id))
+        raise WarningNotFound(warning_id)
+
+    def list(
+        self,
+        *,
+        active: bool | None = None,
+        asset: str | None = None,
+        level: str | None = None,
+        warning_type: str | None = None,
+    ) -> list[dict[str, Any]]:
+        ops = self.operator.all()
+        return [
+            self._with_ops(w, ops.get(w["id"], {}))
+            for w in self.store.list_warnings()
+            if (active is None or w["active"] == active)
+            and (asset is None or w["asset"] == asset)
+            and (level is None or w["level"] == level)
+            and (warning_type is None or w["type"] == warning_type)
+        ]
+
+    def _with_ops(self, warning: dict[str, Any], ops: dict[str, Any]) -> dict[str, Any]:
+        return warning | {
+            "acknowledged": ops.get("acknowledged_by") is not None,
+            "acknowledged_by": ops.get("acknowledged_by"),
+            "acknowledged_at": ops.get("acknowledged_at"),
+            "assignee": ops.get("assignee"),
+            "assigned_at": ops.get("assigned_at"),
+            "cleared_by": ops.get("cleared_by"),
+            "incident": self.incidents.incident_of(warning["id"]),
+        }
+
+    def acknowledge(self, warning_id: str, actor: str) -> dict[str, Any]:
+        """Idempotent: acknowledging an acknowledged warning changes nothing."""
+        before = self.find(warning_id)
+        if not before["active"]:
+            raise WarningConflict(f"warning '{warning_id}' is cleared")
+        if before["acknowledged"]:
+            return before
+        with self.store.db.transaction():
+            self.operator.set(warning_id, acknowledged_by=actor, acknowledged_at=self._clock())
+            after = self.find(warning_id)
+            self.audit.record(actor, "warning.ack", warning_id, _ops_view(before), _ops_view(after))
+        return after
+
+    def assign(self, warning_id: str, assignee: str | None, actor: str) -> dict[str, Any]:
+        before = self.find(warning_id)
+        if not before["active"]:
+            raise WarningConflict(f"warning '{warning_id}' is cleared")
+        if before["assignee"] == assignee:
+            return before
+        with self.store.db.transaction():
+            self.operator.set(warning_id, assignee=assignee, assigned_at=self._clock())
+            after = self.find(warning_id)
+            self.audit.record(
+                actor, "warning.assign", warning_id, _ops_view(before), _ops_view(after)
+            )
+        return after
+
+    def clear(self, warning_id: str, actor: str, reason: str = "") -> IssuedMessage:
+        """End an active warning by hand: a CAP Cancel naming who cleared it and why."""
+        before = self.find(warning_id)
+        lane = next(
+            (
+                (active, key)
+                for active in (self.active, self.late_active)
+                for key, row in active.items()
+                if row.id == warning_id
+            ),
+            None,
+        )
+        if lane is None or not before["active"]:
+            raise WarningConflict(f"warning '{warning_id}' is not active")
+        active, key = lane
+        current = active[key]
+        summary = f"Cleared manually by {actor}" + (f": {reason}" if reason else "")
+        tr = Transition(
+            asset=current.asset,
+            warning_type=current.warning_type,
+            level=None,
+            event_time=self._clock(),
+            rule_id=MANUAL_RULE_ID,
+            trigger={"CLEARED_BY": actor},
+            summary=summary,
+            late=current.late,
+        )
+        with self.store.db.transaction():
+            self.operator.set(warning_id, cleared_by=actor)
+            message = self._issue("Cancel", current.level, tr, current)  # type: ignore[arg-type]
+            after = self.find(warning_id)
+            self.audit.record(
+                actor,
+                "warning.clear",
+                warning_id,
+                _ops_view(before),
+                _ops_view(after) | {"reason": reason, "cap": message.identifier},
+            )
+        return message
+
+    # -- issuing -------------------------------------------------------------------------
+    def _incident(
+        self,
+        msg_type: str,
+        warning_id: str,
+        level: Level,
+        tr: Transition,
+        current: WarningRow | None,
+    ) -> str | None:
+        if msg_type == "Cancel":
+            return self.incidents.on_clear(warning_id, tr.event_time)
+        if current is not None:
+            joined = self.incidents.on_level(warning_id, level, tr.event_time)
+            if joined is not None:
+                return joined
+        # New, or active since before incidents were kept: it joins (or opens) one now.
+        return self.incidents.on_raise(warning_id, tr.asset, tr.warning_type, level, tr.event_time)
 
     def _issue(
         self, msg_type: str, level: Level, tr: Transition, current: WarningRow | None
@@ -126,6 +298,7 @@ class WarningManager:
         identifier = make_identifier(self.cap.identifier_prefix, sent, next(self._serial))
         # The serial restarts with the process; a random tail keeps identifiers unique.
         identifier = f"{identifier}-{uuid.uuid4().hex[:6]}"
+        warning_id = current.id if current else f"w-{uuid.uuid4().hex[:12]}"
         chain = list(current.message_chain) if current else []
         info = self._asset_info(tr.asset)
         event = event_name(tr.warning_type)
@@ -133,59 +306,77 @@ class WarningManager:
             headline = f"{event} at {info.name}: cleared"
         else:
             headline = f"{level.upper()} warning: {event} at {info.name}"
-        message = CapMessage(
-            identifier=identifier,
-            sender=self.cap.sender,
-            sent=sent,
-            msg_type=msg_type,  # type: ignore[arg-type]
-            level=level,
-            event=event,
-            headline=headline,
-            description=tr.summary,
-            effective=self._when(tr.event_time),
-            area=CapArea(info.name, info.lat, info.lon, info.radius_km),
-            parameters=(
-                ("RULE_ID", tr.rule_id),
-                ("ASSET_ID", tr.asset),
-                ("WARNING_TYPE", tr.warning_type),
-                *((("LATE", "TRUE"),) if tr.late else ()),
-                *sorted(tr.trigger.items()),
-            ),
-            references=tuple(CapReference(s, i, datetime.fromisoformat(t)) for s, i, t in chain),
-            language=self.cap.language,
-            instruction=None if msg_type == "Cancel" else instruction(tr.warning_type, level),
-            note=_note(msg_type, tr),
-        )
-        xml = render_cap(message)
-        chain.append((self.cap.sender, identifier, format_cap_time(sent)))
-        warning = WarningRow(
-            id=current.id if current else f"w-{uuid.uuid4().hex[:12]}",
-            asset=tr.asset,
-            warning_type=tr.warning_type,
-            level=level,
-            active=msg_type != "Cancel",
-            raised_event_time=current.raised_event_time if current else tr.event_time,
-            updated_event_time=tr.event_time,
-            cleared_event_time=tr.event_time if msg_type == "Cancel" else None,
-            message_chain=chain,
-            late=tr.late,
-        )
-        self.store.save_alert(
-            AlertRow(
-                identifier,
-                self.cap.sender,
-                format_cap_time(sent),
-                msg_type,
-                level,
-                tr.asset,
-                tr.warning_type,
-                tr.event_time,
-                now,
-                xml,
-                tr.late,
-            ),
-            warning,
-        )
+        trigger = dict(tr.trigger)
+        onset = _onset(tr, trigger)
+        internal = tr.warning_type in INTERNAL_TYPES
+        severity, urgency, certainty, response = INTERNAL_PROFILE if internal else (None,) * 4
+        with self.store.db.transaction():
+            incident = self._incident(msg_type, warning_id, level, tr, current)
+            message = CapMessage(
+                identifier=identifier,
+                sender=self.cap.sender,
+                sent=sent,
+                msg_type=msg_type,  # type: ignore[arg-type]
+                level=level,
+                event=event,
+                headline=headline,
+                description=tr.summary or headline,
+                effective=self._when(tr.event_time),
+                onset=self._when(onset) if onset is not None else None,
+                area=CapArea(info.name, info.lat, info.lon, info.radius_km, info.geometry),
+                parameters=(
+                    ("RULE_ID", tr.rule_id),
+                    ("ASSET_ID", tr.asset),
+                    ("WARNING_TYPE", tr.warning_type),
+                    *((("SITE_ID", info.site),) if info.site else ()),
+                    *((("LATE", "TRUE"),) if tr.late else ()),
+                    *sorted((str(k), str(v)) for k, v in trigger.items()),
+                ),
+                references=tuple(
+                    CapReference(s, i, datetime.fromisoformat(t)) for s, i, t in chain
+                ),
+                incidents=incident,
+                language=self.cap.language,
+                instruction=None if msg_type == "Cancel" else instruction(tr.warning_type, level),
+                note=_note(msg_type, tr),
+                severity=severity,
+                urgency=urgency,
+                certainty=certainty or getattr(tr, "certainty", None),
+                response_type=response,
+            )
+            xml = render_cap(message)
+            chain.append((self.cap.sender, identifier, format_cap_time(sent)))
+            warning = WarningRow(
+                id=warning_id,
+                asset=tr.asset,
+                warning_type=tr.warning_type,
+                level=level,
+                active=msg_type != "Cancel",
+                raised_event_time=current.raised_event_time if current else tr.event_time,
+                updated_event_time=tr.event_time,
+                cleared_event_time=tr.event_time if msg_type == "Cancel" else None,
+                message_chain=chain,
+                late=tr.late,
+            )
+            if current is not None and level_rank(level) > level_rank(current.level):  # type: ignore[arg-type]
+                # An escalation needs a fresh acknowledgement.
+                self.operator.set(warning_id, acknowledged_by=None, acknowledged_at=None)
+            self.store.save_alert(
+                AlertRow(
+                    identifier,
+                    self.cap.sender,
+                    format_cap_time(sent),
+                    msg_type,
+                    level,
+                    tr.asset,
+                    tr.warning_type,
+                    tr.event_time,
+                    now,
+                    xml,
+                    tr.late,
+                ),
+                warning,
+            )
         key = (tr.asset, tr.warning_type)
         active = self.late_active if tr.late else self.active
         if warning.active:
@@ -193,8 +384,25 @@ class WarningManager:
         else:
             active.pop(key, None)
         return IssuedMessage(
-            identifier, msg_type, level, tr.asset, tr.warning_type, tr.event_time, xml
+            identifier, msg_type, level, tr.asset, tr.warning_type, tr.event_time, xml, incident
         )
+
+
+def _onset(tr: Transition, trigger: dict[str, Any]) -> float | None:
+    """A predicted time of the hazard (epoch seconds): Transition.onset, or trigger 'onset'."""
+    value = getattr(tr, "onset", None)
+    raw = trigger.pop("onset", None)
+    if value is None and raw is not None:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            trigger["onset"] = raw  # not a time: keep it as a plain parameter
+    return value
+
+
+def _ops_view(warning: dict[str, Any]) -> dict[str, Any]:
+    keys = ("level", "active", "acknowledged_by", "assignee", "cleared_by")
+    return {k: warning.get(k) for k in keys}
 
 
 def _note(msg_type: str, tr: Transition) -> str | None:
@@ -204,6 +412,8 @@ def _note(msg_type: str, tr: Transition) -> str | None:
             "Late: judged from data recorded during an uplink outage and delivered afterwards;"
             " 'effective' is when the condition was met."
         )
-    if msg_type == "Cancel":
+    if tr.rule_id == MANUAL_RULE_ID:
+        parts.append(f"{tr.summary}.")
+    elif msg_type == "Cancel":
         parts.append("Condition cleared.")
     return " ".join(parts) or None
