@@ -12,12 +12,18 @@ pymodbus 3.16 notes (why it is built this way):
   ServerRequestHandler.callback_data), so no response is ever sent for that unit id.
 - Port 0: after `serve_forever(background=True)` the server's `transport` is the
   asyncio.Server, whose socket knows the port the OS picked.
+- Wire faults from the scenario: a dropout drops the request in `trace_pdu` like a silent
+  unit, for a seeded share of the requests; slow awaits its delay inside the SimDevice
+  action (the handler awaits it before answering, other units keep answering meanwhile);
+  garbage replaces the outgoing frame in `trace_packet` with random bytes of its length
+  (the unit id is byte 6 of the MBAP header).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from typing import cast
 
 from pymodbus.pdu import ModbusPDU
@@ -28,12 +34,14 @@ from drivers.modbus.codec import encode_image
 from drivers.modbus.profile import BIT_TABLES, DeviceProfile, Table
 from drivers.sim.scenario import (
     DeviceSpec,
+    FaultSpec,
     Scenario,
     ScenarioClock,
     effective_time,
     sample_rng,
     silent_at,
     values_at,
+    wire_fault_at,
 )
 
 __all__ = ["TICK_SECONDS", "ModbusSimulator"]
@@ -64,6 +72,7 @@ class _DeviceImage:
         self.spec = spec
         self.profile: DeviceProfile = spec.profile_model
         self.tables: dict[Table, dict[int, int | bool]] = {}
+        self.delay_s = 0.0  # a slow fault: how late every reply comes
 
     def update(self, values: dict[str, float | int | bool | str]) -> None:
         # Build the new image completely, then swap: a read never sees half an update.
@@ -100,6 +109,8 @@ class _DeviceImage:
         _set_values: list[int] | list[bool] | None,
     ) -> None:
         """SimDevice action: copy our image into the live block before pymodbus reads it."""
+        if self.delay_s > 0:
+            await asyncio.sleep(self.delay_s)
         table = _TABLE_OF_FUNCTION.get(function_code)
         image = self.tables.get(table) if table else None
         if not image:
@@ -128,12 +139,19 @@ def _unused_block(table: Table) -> SimData:
 class ModbusSimulator:
     """Serve a scenario's devices over Modbus TCP and move them through scenario time."""
 
-    def __init__(self, scenario: Scenario, *, seed: int = 0, noise: bool = True) -> None:
+    def __init__(
+        self, scenario: Scenario, *, seed: int = 0, noise: bool = True, fault_seed: int = 0
+    ) -> None:
         self.scenario = scenario
         self.seed = seed
         self.noise = noise
         self.devices = {d.device_id: _DeviceImage(d) for d in scenario.devices}
         self.silent_units: set[int] = set()
+        # The wire fault (slow, garbage, dropout) active per unit; the RTU simulator reads it.
+        self.wire_faults: dict[int, FaultSpec] = {}
+        self.dropped = 0  # requests a dropout fault swallowed
+        self.garbled = 0  # replies a garbage fault replaced
+        self._rng = random.Random(fault_seed)
         self.time: float | None = None
         self.host: str | None = None
         self.port: int | None = None
@@ -147,12 +165,36 @@ class ModbusSimulator:
     def set_time(self, t: float) -> None:
         """Write every device's registers for scenario time t."""
         silent: set[int] = set()
+        wire: dict[int, FaultSpec] = {}
         for unit, image in self.devices.items():
             image.update(self.values(image.spec, t))
             if silent_at(image.spec, t):
                 silent.add(unit)
+            fault = wire_fault_at(image.spec, t)
+            if fault is not None:
+                wire[unit] = fault
+            image.delay_s = fault.delay if fault is not None and fault.delay else 0.0
         self.silent_units = silent
+        self.wire_faults = wire
         self.time = t
+
+    def drops(self, unit: int) -> bool:
+        """Whether a dropout fault swallows this request to `unit` (seeded draw)."""
+        fault = self.wire_faults.get(unit)
+        if fault is None or fault.kind != "dropout" or fault.rate is None:
+            return False
+        if self._rng.random() >= fault.rate:
+            return False
+        self.dropped += 1
+        return True
+
+    def garbage(self, unit: int, length: int) -> bytes | None:
+        """Random bytes to send instead of the reply, if a garbage fault is on `unit`."""
+        fault = self.wire_faults.get(unit)
+        if fault is None or fault.kind != "garbage":
+            return None
+        self.garbled += 1
+        return self._rng.randbytes(max(1, length))
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen on host:port (0 = any free port) and return the bound port."""
@@ -164,6 +206,7 @@ class ModbusSimulator:
             [image.sim_device() for image in self.devices.values()],
             address=(host, port),
             trace_pdu=self._trace_pdu,
+            trace_packet=self._trace_packet,
         )
         try:
             await server.serve_forever(background=True)
@@ -178,9 +221,20 @@ class ModbusSimulator:
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         # Requests for silent or unknown unit ids are dropped: like an RS-485 slave that is
         # off the bus, the client only ever sees a timeout.
-        if not sending and (pdu.dev_id not in self.devices or pdu.dev_id in self.silent_units):
+        if not sending and (
+            pdu.dev_id not in self.devices
+            or pdu.dev_id in self.silent_units
+            or self.drops(pdu.dev_id)
+        ):
             return cast(ModbusPDU, None)
         return pdu
+
+    def _trace_packet(self, sending: bool, packet: bytes) -> bytes:
+        if sending and len(packet) > 6 and self.wire_faults:
+            garbage = self.garbage(packet[6], len(packet))
+            if garbage is not None:
+                return garbage
+        return packet
 
     async def run(self, speed: float = 1.0, loop: bool = False) -> None:
         """Advance scenario time at `speed` x real time until the end (forever if `loop`)."""

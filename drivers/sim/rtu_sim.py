@@ -19,6 +19,9 @@ against t3.5, and bytes arriving while the slave talks are counted as collisions
 Faults per unit (``sim.faults[unit] = RtuFault(...)``, changeable while running):
 silent, slow (extra delay), crc (reply with a corrupted CRC), garbage (random bytes instead
 of the reply), noise (random bytes, then the good reply), exception (an exception reply).
+The scenario's own faults apply by themselves at the current scenario time: silent, and
+the wire faults slow, garbage and dropout (a seeded share of requests unanswered), the
+same ones the TCP simulator makes. A fault set in ``sim.faults`` wins over the scenario's.
 """
 
 from __future__ import annotations
@@ -241,7 +244,7 @@ class RtuSimulator:
             for target in self.model.devices:
                 self._respond(target, frame[1:-2])  # broadcast: act, never answer
             return
-        fault = self.faults.get(unit)
+        fault = self.faults.get(unit) or self._scenario_fault(unit)
         if (
             unit not in self.model.devices
             or unit in self.model.silent_units
@@ -255,6 +258,19 @@ class RtuSimulator:
             reply, delay = self._apply_fault(fault, unit, frame[1], reply)
         self.stats.replies[unit] = self.stats.replies.get(unit, 0) + 1
         self._transmit(reply, request_end + self.t35_s + self.turnaround_s + delay)
+
+    def _scenario_fault(self, unit: int) -> RtuFault | None:
+        """The scenario's wire fault on `unit` now, as the fault this slave acts out."""
+        spec = self.model.wire_faults.get(unit)
+        if spec is None:
+            return None
+        if spec.kind == "slow" and spec.delay is not None:
+            return RtuFault("slow", delay_s=spec.delay)
+        if spec.kind == "garbage":
+            return RtuFault("garbage")
+        if spec.kind == "dropout":
+            return RtuFault("silent") if self.model.drops(unit) else None
+        return None
 
     def _apply_fault(
         self, fault: RtuFault, unit: int, function: int, reply: bytes

@@ -54,7 +54,7 @@ SPIKE_SECONDS = 0.5
 _Problems = list[tuple[tuple[str | int, ...], str, Any]]
 
 # Fault kinds that change the reply on the wire rather than the registers.
-WIRE_FAULTS: frozenset[str] = frozenset({"slow", "garbage"})
+WIRE_FAULTS: frozenset[str] = frozenset({"slow", "garbage", "dropout"})
 
 
 class _Strict(BaseModel):
@@ -141,17 +141,18 @@ class FaultSpec(_Strict):
     """stuck: registers freeze (one point if `point`, optionally at `value`, else the whole
     device); silent: the device stops answering; spike: `point` reads `value` briefly.
 
-    Wire faults change the reply, not the registers, and only the RTU simulator can make
-    them (the TCP server cannot delay or corrupt a reply): slow: every reply comes `delay`
-    seconds late; garbage: random bytes instead of a reply.
+    Wire faults change the reply, not the registers; both simulators (TCP and RTU) make
+    them: slow: every reply comes `delay` seconds late; garbage: random bytes instead of a
+    reply; dropout: a share `rate` of the requests gets no reply at all (a flaky link).
     """
 
     at: float = Field(ge=0)
     until: float | None = None
-    kind: Literal["stuck", "silent", "spike", "slow", "garbage"]
+    kind: Literal["stuck", "silent", "spike", "slow", "garbage", "dropout"]
     point: str | None = None
     value: Value | None = None
     delay: float | None = Field(default=None, gt=0, le=10)  # slow: seconds
+    rate: float | None = Field(default=None, gt=0, le=1)  # dropout: share of requests lost
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -167,6 +168,8 @@ class FaultSpec(_Strict):
             raise ValueError("stuck with a value needs the point it applies to")
         if (self.kind == "slow") != (self.delay is not None):
             raise ValueError("delay (seconds) goes with kind: slow, and only with it")
+        if (self.kind == "dropout") != (self.rate is not None):
+            raise ValueError("rate (0..1, share of requests lost) goes with kind: dropout only")
         return self
 
     @property
@@ -253,15 +256,6 @@ def _profile_problems(spec: DeviceSpec, profile: DeviceProfile) -> _Problems:
                 )
             )
     for index, fault in enumerate(spec.faults):
-        if fault.kind in WIRE_FAULTS and profile.transport != "modbus-rtu":
-            problems.append(
-                (
-                    ("faults", index, "kind"),
-                    f"a {fault.kind} fault needs a modbus-rtu device (the TCP simulator "
-                    f"cannot delay or corrupt replies); {profile.name!r} is {profile.transport}",
-                    fault.kind,
-                )
-            )
         if fault.point is not None and fault.point not in points:
             unknown(("faults", index, "point"), fault.point)
         elif fault.point is not None and fault.value is not None:
@@ -341,7 +335,7 @@ def silent_at(device: DeviceSpec, t: float) -> bool:
 
 
 def wire_fault_at(device: DeviceSpec, t: float) -> FaultSpec | None:
-    """The wire fault (slow, garbage) active at t, if any; the first listed wins."""
+    """The wire fault (slow, garbage, dropout) active at t, if any; the first listed wins."""
     return next((f for f in device.faults if f.kind in WIRE_FAULTS and f.active(t)), None)
 
 
