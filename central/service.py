@@ -15,8 +15,10 @@ import aiomqtt
 import uvicorn
 
 from central.api import create_app
+from central.auth import Authenticator, TokenStore
 from central.config import CentralConfig
-from central.ingest import AssetRegistry, Inbound, IngestPipeline
+from central.ingest import Inbound, IngestPipeline
+from central.registry import AssetRegistry
 from central.rules.gas import GasCh4Rule
 from central.store import Store
 from central.warnings import WarningManager
@@ -43,13 +45,22 @@ class CentralService:
         self.config = config
         shared = config.workers.mode == "shared"
         self.store = Store(config.storage.url, queue_packs=shared)
-        self.registry = AssetRegistry(config.assets, self.store.gateway_births())
+        self.registry = AssetRegistry(
+            config.assets, self.store.gateway_births(), db=self.store.db
+        )
         self.warnings = WarningManager(self.store, config.cap, self.registry.info)
         self.pipeline = IngestPipeline(
             self.store, self.registry, self.warnings, [GasCh4Rule(config.rules.gas_ch4)]
         )
         self.counters: dict[str, Any] = {"messages": 0, "batches": 0, "mqtt_connects": 0}
-        self.app = create_app(self.store, self.counters)
+        self.auth = Authenticator(TokenStore(self.store.db), config.auth.anonymous_role)
+        self.app = create_app(
+            self.store,
+            self.counters,
+            registry=self.registry,
+            warnings=self.warnings,
+            auth=self.auth,
+        )
         self.ready = asyncio.Event()
         self.http_port: int | None = None
 

@@ -244,6 +244,7 @@ async def _demo(
         "storage": {"url": f"sqlite:///{workdir / 'central.db'}"},
         "http": {"host": "127.0.0.1", "port": central_port},
         "cap": {"sender": "sentryline-demo@localhost", "identifier_prefix": "demo"},
+        "auth": {"anonymous_role": "viewer"},  # the demo's console reads without a token
         "assets": [
             {
                 "id": "pipe-gallery-a3",

@@ -36,6 +36,8 @@ def central_config(tmp_path: Path, broker_url: str, client_id: str) -> CentralCo
             "broker": {"url": broker_url},
             "storage": {"url": f"sqlite:///{tmp_path / 'central.db'}"},
             "http": {"port": 0},
+            # The tests read the API without a token; writes still need one.
+            "auth": {"anonymous_role": "viewer"},
             "client_id": client_id,
             "assets": [
                 {
