@@ -8,9 +8,11 @@ from pathlib import Path
 
 import typer
 
+from central.assets_cli import register as register_ops_commands
 from provisioning.clitools import config_or_exit, setup_logging
 
 app = typer.Typer(help="Run the central fusion-and-warning service.", no_args_is_help=True)
+register_ops_commands(app)  # assets …, token …
 
 
 @app.command("run")
