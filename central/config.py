@@ -173,6 +173,9 @@ class CentralConfig(_Strict):
     cap: CapConfig = CapConfig()
     assets: list[AssetConfig] = Field(default_factory=list)
     rules: RulesConfig = RulesConfig()
+    rules_dir: Path | None = Field(
+        None, description="operator rule sets, one <type>.yaml each (relative to this file)"
+    )
     auth: AuthConfig = AuthConfig()
     client_id: str = Field("sentryline-central", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     ingest_batch_max: int = Field(512, ge=1, le=100_000)
@@ -208,4 +211,6 @@ def load_central_config(path: str | Path) -> CentralConfig:
     if config.storage.dialect == "sqlite" and not sqlite_path.is_absolute():
         resolved = Path(path).resolve().parent / sqlite_path
         config.storage.url = f"sqlite:///{resolved}"
+    if config.rules_dir is not None and not config.rules_dir.is_absolute():
+        config.rules_dir = Path(path).resolve().parent / config.rules_dir
     return config

@@ -18,6 +18,7 @@ from collections import defaultdict
 from central.rules.base import Level, Transition, level_rank
 
 _RESTORED = "<restored>"
+_EMPTY: frozenset[str] = frozenset()
 
 
 class AssetLevelFusion:
@@ -26,11 +27,28 @@ class AssetLevelFusion:
         self._levels: dict[tuple[str, str], dict[str, Level]] = defaultdict(dict)
         self._fused: dict[tuple[str, str], Level | None] = {}
         self._seen: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+        # asset -> warning types still held by a restored placeholder (cheap hot-path check)
+        self._settling: dict[str, set[str]] = {}
 
     def restore(self, asset: str, warning_type: str, level: Level) -> None:
         key = (asset, warning_type)
         self._levels[key][_RESTORED] = level
         self._fused[key] = level
+        self._settling.setdefault(asset, set()).add(warning_type)
+
+    def settling(self, asset: str) -> frozenset[str] | set[str]:
+        """Warning types of ``asset`` still held by a placeholder: feed every judged sample
+        of the asset to them (``update`` with no transition) so that they settle."""
+        return self._settling.get(asset) or _EMPTY
+
+    def reseat(self) -> None:
+        """The rules were rebuilt (a reload): hold each fused level as a placeholder until
+        the new rules have seen ``settle_samples`` readings per series."""
+        for (asset, warning_type), level in list(self._fused.items()):
+            self._levels.pop((asset, warning_type), None)
+            self._seen.pop((asset, warning_type), None)
+            if level is not None:
+                self.restore(asset, warning_type, level)
 
     def update(
         self, asset: str, warning_type: str, series: str, t: float, tr: Transition | None
@@ -49,6 +67,11 @@ class AssetLevelFusion:
             if min(seen.values()) >= self.settle_samples:
                 del levels[_RESTORED]
                 self._seen.pop(key, None)
+                types = self._settling.get(asset)
+                if types is not None:
+                    types.discard(warning_type)
+                    if not types:
+                        del self._settling[asset]
         fused = max(levels.values(), key=level_rank, default=None)
         if fused == self._fused.get(key):
             return None

@@ -13,10 +13,15 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from central.config import GasRuleConfig
 from central.fusion import AssetLevelFusion
 from central.registry import AssetRegistry
+from central.rules.base import Transition
+from central.rules.engine import RuleEngine
 from central.rules.gas import GasCh4Rule
+from central.rules.spec import RuleBook, load_rulebook
 from central.store import Store
 from central.timecheck import TIME_IMPLAUSIBLE, time_flag
 from central.warnings import IssuedMessage, WarningManager
@@ -41,13 +46,30 @@ class IngestPipeline:
         store: Store,
         registry: AssetRegistry,
         warnings: WarningManager,
-        rules: Sequence[GasCh4Rule],
+        rules: Sequence[GasCh4Rule] = (),
+        *,
+        rules_dir: Path | None = None,
+        book: RuleBook | None = None,
     ) -> None:
+        """``rules``: legacy CH4 rules; the first one's config is the CH4 base thresholds
+        (central config ``rules.gas_ch4``) under every rule set's ``gas_ch4`` rule.
+        ``rules_dir``: the operator's rule sets (central config ``rules_dir``), read again by
+        :meth:`reload_rules`. ``book``: rule sets already loaded (tests, offline replay)."""
         self.store = store
         self.registry = registry
         self.warnings = warnings
         self.rules = list(rules)
+        self.rules_dir = rules_dir
+        gas_base = self.rules[0].cfg if self.rules else GasRuleConfig()
+        self.engine = RuleEngine(
+            book if book is not None else load_rulebook(rules_dir),
+            registry.asset_for,
+            registry.info,
+            gas_base,
+        )
         self.rejected: Counter[str] = Counter()
+        # False with several workers: the leader judges queued packs (central/evaluator.py).
+        self.evaluate_inline = True
         # (site, gateway) -> epoch -> seqs stored (or already stored) since the last take.
         self._confirmations: dict[tuple[str, str], dict[int, list[int]]] = {}
         self.fusion = AssetLevelFusion()
@@ -109,6 +131,8 @@ class IngestPipeline:
         result = self.store.ingest(packs, received_at)
         for pack in packs:  # stored now, or stored before (a duplicate): either way, safe
             self._confirm(sites[pack.gateway], *pack.key)
+        if not self.evaluate_inline:
+            return []
         return self.evaluate(result.new, received_at)
 
     def _handle_state(self, site: str, gateway: str, msg: Inbound) -> None:
@@ -124,38 +148,85 @@ class IngestPipeline:
         birth = body if state == "online" and isinstance(body.get("devices"), list) else None
         if birth:
             self.registry.learn_birth(gateway, birth)
+            self.engine.invalidate()  # bindings may have changed
+        self.engine.set_gateway_state(gateway, state)
         self.store.update_gateway(gateway, site, state, epoch, birth, msg.received_at)
 
     def evaluate(self, packs: Sequence[Pack], received_at: float) -> list[IssuedMessage]:
+        """Judge newly stored readings on event time: rules, fusion, warning lifecycle."""
         issued: list[IssuedMessage] = []
-        by_quantity = {rule.quantity: rule for rule in self.rules}
         samples = [
             (record.time, pack.gateway, record)
             for pack in packs
             for record in pack.records
-            if record.quantity in by_quantity
-            and isinstance(record.value, float)
             # A reading from 1970 or from the future is stored (flagged) but never judged.
-            and time_flag(record, received_at) != TIME_IMPLAUSIBLE
+            if time_flag(record, received_at) != TIME_IMPLAUSIBLE
         ]
         samples.sort(key=lambda s: s[0])  # rules judge on event time
+        judge = self.engine.judge
         for t, gateway, record in samples:
-            rule = by_quantity[record.quantity]
-            series = f"{gateway}/{record.name}"
-            judged = rule.judge(
-                series,
-                t,
-                record.value,
-                record.quality,
-                record.update_time,  # type: ignore[arg-type]
-            )
-            if judged.lane == "skipped":
+            lane, asset, transitions = judge(gateway, record)
+            if lane == "skipped":
                 continue
-            asset = self.registry.asset_for(gateway, record.device)
-            fusion = self.late_fusion if judged.lane == "late" else self.fusion
-            fused = fusion.update(asset, rule.warning_type, series, t, judged.transition)
-            if fused is not None:
-                message = self.warnings.apply(fused)
-                if message is not None:
-                    issued.append(message)
+            fusion = self.late_fusion if lane == "late" else self.fusion
+            for tr in transitions:
+                self._fuse(fusion, asset, tr.asset, t, tr, issued)
+            settling = fusion.settling(asset)
+            if settling:
+                series = f"{gateway}/{record.name}"
+                for warning_type in tuple(settling):
+                    self._fuse_type(fusion, asset, warning_type, series, t, issued)
+        for asset, tr in self.engine.check_progress():
+            self._fuse(self.fusion, asset, tr.asset, tr.event_time, tr, issued)
         return issued
+
+    def _fuse(
+        self,
+        fusion: AssetLevelFusion,
+        asset: str,
+        source: str,
+        t: float,
+        tr: Transition | None,
+        issued: list[IssuedMessage],
+    ) -> None:
+        assert tr is not None
+        fused = fusion.update(asset, tr.warning_type, source, t, tr)
+        if fused is not None:
+            message = self.warnings.apply(fused)
+            if message is not None:
+                issued.append(message)
+
+    def _fuse_type(
+        self,
+        fusion: AssetLevelFusion,
+        asset: str,
+        warning_type: str,
+        source: str,
+        t: float,
+        issued: list[IssuedMessage],
+    ) -> None:
+        fused = fusion.update(asset, warning_type, source, t, None)
+        if fused is not None:
+            message = self.warnings.apply(fused)
+            if message is not None:
+                issued.append(message)
+
+    def tick(self, now: float) -> list[IssuedMessage]:
+        """Wall-clock liveness: call about once a second; returns the CAP messages issued
+        (``sensor_offline`` for series silent longer than their limit)."""
+        issued: list[IssuedMessage] = []
+        for asset, tr in self.engine.tick(now):
+            self._fuse(self.fusion, asset, tr.asset, tr.event_time, tr, issued)
+        return issued
+
+    def reload_rules(self) -> list[str]:
+        """Read the rule sets again (shipped + ``rules_dir``) without a restart.
+
+        Raises ConfigError (file:line field) and keeps the rules in force when a file is bad.
+        Active warnings are held as restored placeholders until the rebuilt rules have seen
+        a few readings (as after a restart). Returns problems with per-asset overrides."""
+        book = load_rulebook(self.rules_dir)
+        self.engine.replace_book(book)
+        self.fusion.reseat()
+        self.late_fusion.reseat()
+        return list(self.engine.problems)

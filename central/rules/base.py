@@ -9,9 +9,18 @@ Level = Literal["blue", "yellow", "orange", "red"]
 LEVELS: tuple[Level, ...] = ("blue", "yellow", "orange", "red")
 
 
+_RANKS: dict[str | None, int] = {None: 0, "blue": 1, "yellow": 2, "orange": 3, "red": 4}
+_BY_RANK: tuple[Level | None, ...] = (None, *LEVELS)
+
+
 def level_rank(level: Level | None) -> int:
     """0 for no warning, 1 blue … 4 red."""
-    return 0 if level is None else LEVELS.index(level) + 1
+    return _RANKS[level]
+
+
+def level_of(rank: int) -> Level | None:
+    """The inverse of :func:`level_rank` (ranks outside 0..4 are clamped)."""
+    return _BY_RANK[max(0, min(4, rank))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +33,8 @@ class Transition:
     trigger: dict[str, str] = field(default_factory=dict)
     summary: str = ""
     late: bool = False  # judged from data older than the live stream (a replayed backlog)
+    # Predicted: when the hazard is expected (CAP ``onset``), e.g. an inverse-velocity
+    # failure time or a 30-minute level forecast. None for observed conditions.
+    onset: float | None = None
+    # CAP certainty override ("Likely" for forecasts); None lets the level table decide.
+    certainty: str | None = None
