@@ -73,7 +73,11 @@ class WorkersConfig(_Strict):
     leader_retry_s: float = Field(0.5, gt=0, le=30, description="followers try the lock this often")
     poll_s: float = Field(0.02, gt=0, le=5, description="the leader polls the pack queue")
     reorder_wait_s: float = Field(
-        0.5, ge=0, le=30, description="longest hold of a pack whose predecessor is not stored yet"
+        2.0,
+        ge=0,
+        le=120,
+        description="longest hold of a pack whose predecessor is not stored yet (a worker that"
+        " died with it in flight, or the first live pack after an outage)",
     )
 
 

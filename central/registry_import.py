@@ -57,7 +57,7 @@ def read_registry_file(path: Path) -> RegistryFile:
             str(path), [ConfigProblem(None, None, "", "expected .yaml, .yml or .csv")]
         )
     data = load_yaml_model(path, RegistryFile)
-    _check_unique(str(path), data, lambda i: (None, f"assets[{i}]"))
+    _check_unique(str(path), data, lambda i, column: (None, f"assets[{i}].{column}"))
     return data
 
 
@@ -66,9 +66,9 @@ def _check_unique(source: str, data: RegistryFile, where) -> None:
     ids: set[str] = set()
     devices: dict[str, str] = {}
     for i, asset in enumerate(data.assets):
-        line, name = where(i)
+        line, name = where(i, "id")
         if asset.id in ids:
-            problems.append(ConfigProblem(line, None, f"{name}.id", f"duplicate id '{asset.id}'"))
+            problems.append(ConfigProblem(line, None, name, f"duplicate id '{asset.id}'"))
         ids.add(asset.id)
         for ref in asset.devices:
             if ref in devices:
@@ -76,7 +76,7 @@ def _check_unique(source: str, data: RegistryFile, where) -> None:
                     ConfigProblem(
                         line,
                         None,
-                        f"{name}.devices",
+                        where(i, "devices")[1],
                         f"'{ref}' is already bound to '{devices[ref]}' in this file",
                     )
                 )
@@ -123,7 +123,7 @@ def _read_csv(path: Path) -> RegistryFile:
     if problems:
         raise ConfigError(source, problems)
     result = RegistryFile(assets=assets)
-    _check_unique(source, result, lambda i: (rows[i], f"row {rows[i]}"))
+    _check_unique(source, result, lambda i, column: (rows[i], f"row {rows[i]}, column {column}"))
     return result
 
 

@@ -17,11 +17,14 @@ import uvicorn
 from central.api import create_app
 from central.auth import Authenticator, TokenStore
 from central.config import CentralConfig
+from central.evaluator import QueueEvaluator
 from central.ingest import Inbound, IngestPipeline
+from central.leader import LeaderLock
 from central.registry import AssetRegistry
+from central.retention import Retention
 from central.rules.gas import GasCh4Rule
-from central.store import Store
-from central.warnings import WarningManager
+from central.store import QueueClaimLost, Store
+from central.warnings import IssuedMessage, WarningManager
 from cloud_bridge.mqtt import (
     ALERTS_TOPIC,
     STATE_FILTER,
@@ -52,7 +55,14 @@ class CentralService:
         self.pipeline = IngestPipeline(
             self.store, self.registry, self.warnings, [GasCh4Rule(config.rules.gas_ch4)]
         )
+        # Several workers: this one only stores; the leader judges (central/evaluator.py).
+        self.pipeline.evaluate_inline = not shared
+        self.retention = Retention(self.store.db, config.retention)
         self.counters: dict[str, Any] = {"messages": 0, "batches": 0, "mqtt_connects": 0}
+        self.counters["leader"] = not shared
+        self.evaluator: QueueEvaluator | None = None
+        self._client: aiomqtt.Client | None = None  # connected to the broker (for CAP)
+        self._publishing = asyncio.Lock()  # one publisher of pending alerts at a time
         self.auth = Authenticator(TokenStore(self.store.db), config.auth.anonymous_role)
         self.app = create_app(
             self.store,
@@ -96,9 +106,14 @@ class CentralService:
                     self.http_port = server.servers[0].sockets[0].getsockname()[1]
                     # MQTT only once the API answers: `ready` means both are up.
                     mqtt = tg.create_task(self._mqtt_loop(stop))
+                    if self.config.workers.mode == "shared":
+                        chores = tg.create_task(self._lead_when_elected(stop))
+                    else:
+                        chores = tg.create_task(self._chores(self.pipeline, stop))
                     await stop.wait()
                     server.should_exit = True
                     mqtt.cancel()
+                    chores.cancel()
         finally:
             self.store.close()
 
@@ -119,13 +134,18 @@ class CentralService:
                 paho_client(client).manual_ack_set(True)
                 async with client:
                     self.counters["mqtt_connects"] += 1
-                    await client.subscribe(TELEMETRY_FILTER, qos=1)
+                    await client.subscribe(self._telemetry_filter(), qos=1)
+                    # Every worker sees every gateway's state (births bind devices to assets).
                     await client.subscribe(STATE_FILTER, qos=1)
-                    await self._publish_pending(client)
+                    self._client = client
+                    log.info("central: subscribed (%s)", self._telemetry_filter())
+                    if self.counters["leader"]:
+                        await self._publish_pending(client)
                     self.ready.set()
                     delay = 0.2
                     await self._consume(client)
             except aiomqtt.MqttError as exc:
+                self._client = None
                 self.ready.clear()
                 sleep = delay * random.uniform(0.5, 1.5)
                 log.warning("central: broker connection lost (%s); retry in %.2fs", exc, sleep)
@@ -133,6 +153,101 @@ class CentralService:
                     async with asyncio.timeout(sleep):
                         await stop.wait()
                 delay = min(delay * 2, 5.0)  # one service, not a fleet: come back soon
+
+    def _telemetry_filter(self) -> str:
+        workers = self.config.workers
+        if workers.mode == "shared":
+            # MQTT 5 shared subscription: the broker hands each pack to one worker of the group.
+            return f"$share/{workers.group}/{TELEMETRY_FILTER}"
+        return TELEMETRY_FILTER
+
+    def _evaluating_pipeline(self) -> IngestPipeline:
+        """The leader's pipeline, built like ``self.pipeline`` but with rule state from
+        scratch and warnings restored from the database (as after a restart)."""
+        warnings = WarningManager(self.store, self.config.cap, self.registry.info)
+        extra: dict[str, Any] = {}
+        if getattr(self.pipeline, "rules_dir", None) is not None:
+            extra["rules_dir"] = self.pipeline.rules_dir
+        rules = [GasCh4Rule(self.config.rules.gas_ch4)]
+        return IngestPipeline(self.store, self.registry, warnings, rules, **extra)
+
+    async def _lead_when_elected(self, stop: asyncio.Event) -> None:
+        """Several workers: try for the leader lock; while held, judge the queued packs,
+        tick liveness and keep retention, then publish what that issued."""
+        workers = self.config.workers
+        lock = LeaderLock(self.config.storage.url, workers.leader_lock_key)
+        try:
+            while not stop.is_set():
+                if not lock.try_acquire():
+                    await asyncio.sleep(workers.leader_retry_s)
+                    continue
+                log.info("central: %s is the leader", self.config.client_id)
+                pipeline = self._evaluating_pipeline()
+                self.evaluator = QueueEvaluator(
+                    self.store, pipeline, reorder_wait_s=workers.reorder_wait_s
+                )
+                self.counters["leader"] = True
+                try:
+                    await self._publish_if_connected()  # what an earlier leader left
+                    await self._chores(pipeline, stop, lock)
+                except QueueClaimLost as exc:
+                    log.warning("central: another leader judged packs first (%s)", exc)
+                finally:
+                    self.counters["leader"] = False
+                    self.evaluator = None
+                    lock.release()
+        finally:
+            lock.release()
+
+    async def _chores(
+        self, pipeline: IngestPipeline, stop: asyncio.Event, lock: LeaderLock | None = None
+    ) -> None:
+        """The leader's periodic work (every process in single mode): judging queued packs
+        (shared mode), the liveness tick every second, retention in bounded chunks."""
+        poll_s = self.config.workers.poll_s
+        next_tick = next_check = time.monotonic()
+        next_retention = time.monotonic() + 5.0  # not in the middle of start-up
+        while not stop.is_set():
+            issued: list[IssuedMessage] = []
+            busy = False
+            if self.evaluator is not None:
+                judged = self.evaluator.stats.judged_packs
+                issued += self.evaluator.step()
+                busy = self.evaluator.stats.judged_packs != judged
+            mono = time.monotonic()
+            if mono >= next_tick:
+                next_tick = mono + 1.0
+                if hasattr(pipeline, "tick"):
+                    issued += pipeline.tick(time.time()) or []
+                # else: liveness (sensor_offline) comes with IngestPipeline.tick (rules).
+            if issued:
+                await self._publish_if_connected()
+            if mono >= next_retention:
+                next_retention = mono + self.config.retention.interval_s
+                await self._retention()
+            if lock is not None and mono >= next_check:
+                next_check = mono + self.config.workers.leader_retry_s
+                if not lock.check():
+                    return
+            if busy or issued:
+                await asyncio.sleep(0)  # more may be queued: go on after letting ingest run
+            else:
+                await asyncio.sleep(poll_s if self.evaluator is not None else 1.0)
+
+    async def _retention(self) -> None:
+        now = time.time()
+        while (done := self.retention.next_chunk(now)) is not None:
+            self.counters[f"retention_{done[0]}_deleted"] = (
+                self.counters.get(f"retention_{done[0]}_deleted", 0) + done[1]
+            )
+            await asyncio.sleep(0)  # ingest goes on between chunks
+
+    async def _publish_if_connected(self) -> None:
+        client = self._client
+        if client is None:
+            return  # published on the next connect
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._publish_pending(client)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         """Two lanes: live packs are committed (and warned about) before any backlog.
@@ -199,10 +314,11 @@ class CentralService:
 
     async def _publish_pending(self, client: aiomqtt.Client) -> None:
         props = content_type_properties(self.config.broker, CAP_CONTENT_TYPE)
-        for identifier, xml in self.store.unpublished_alerts():
-            await client.publish(ALERTS_TOPIC, xml, qos=1, properties=props)
-            self.store.mark_published([identifier])
-            log.info("CAP %s published", identifier)
+        async with self._publishing:
+            for identifier, xml in self.store.unpublished_alerts():
+                await client.publish(ALERTS_TOPIC, xml, qos=1, properties=props)
+                self.store.mark_published([identifier])
+                log.info("CAP %s published", identifier)
 
 
 def _take(lane: deque[aiomqtt.Message], max_count: int, max_bytes: int) -> list[aiomqtt.Message]:
