@@ -165,6 +165,8 @@ def require(role: Role) -> Callable[..., Principal]:
         if principal is None:
             raise HTTPException(401, "a bearer token is required", _CHALLENGE)
         if role_rank(principal.role) < role_rank(role):
+            if principal.token_id is None:  # anonymous: a token could help, so 401
+                raise HTTPException(401, f"needs a token with role '{role}'", _CHALLENGE)
             raise HTTPException(403, f"needs role '{role}' (token has '{principal.role}')")
         return principal
 
