@@ -12,7 +12,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cloud_bridge.outbox import PRIORITY_EVENT, PRIORITY_TELEMETRY, Outbox, OutboxFull
 from cloud_bridge.senml import Record
@@ -24,8 +24,11 @@ from drivers.modbus.transport import ModbusTcpEndpoint
 from edge_models.boards import load_board
 from edge_models.stage import EdgeStage, ModelAttachment
 from gateway.clock import ClockCorrection, GatewayClock
-from gateway.config import GatewayConfig, ModbusRtuTransport, endpoint_key
+from gateway.config import GatewayConfig, ModbusRtuTransport, ModbusTcpTransport, endpoint_key
 from gateway.reporting import ReportFilter, profile_ranges
+from gateway.sources import DeviceHealth, Source
+from gateway.sources.ble import BleSource, LinkFactory, SourceFactory
+from gateway.sources.build import SourceOptions, build_sources
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +126,48 @@ def status_records(rt: GatewayRuntime, interval_s: float, now: float) -> list[Re
         counters = rt.reporting.counters
         values.append(("rbe_suppressed", counters.suppressed, "count"))
         values += [(f"quality_{check}", n, "count") for check, n in counters.flagged.items()]
+    values += device_status_values(rt)
     return [
         Record(f"gateway/{name}", now, float(value), unit, interval_s)
         for name, value, unit in values
         if value is not None
     ]
+
+
+def device_health(rt: GatewayRuntime) -> dict[str, DeviceHealth]:
+    """Every device's counters, whatever its transport (Modbus buses and the sources)."""
+    out: dict[str, DeviceHealth] = {}
+    for bus in rt.buses:
+        for name, c in bus.counters.items():
+            out[name] = DeviceHealth(
+                "modbus",
+                reads=c.ok,
+                errors=c.polls - c.ok,
+                timeouts=c.timeouts,
+                unparsable=c.crc + c.garbage + c.decode,
+                state="degraded" if c.degraded else ("failing" if c.consecutive_failures else "ok"),
+                last_error=c.last_error,
+            )
+    for source in rt.sources:
+        out.update(source.health())
+    return out
+
+
+def device_status_values(rt: GatewayRuntime) -> list[tuple[str, float | None, str | None]]:
+    """Per device ``errors.<id>``, ``timeouts.<id>``, ``unparsable.<id>``; BLE availability."""
+    values: list[tuple[str, float | None, str | None]] = []
+    health = device_health(rt)
+    for device, h in sorted(health.items()):
+        values += [
+            (f"errors.{device}", h.errors, "count"),
+            (f"timeouts.{device}", h.timeouts, "count"),
+            (f"unparsable.{device}", h.unparsable, "count"),
+        ]
+    values.append(("source_errors", sum(h.errors for h in health.values()), "count"))
+    for source in rt.sources:
+        if isinstance(source, BleSource):
+            values.append(("ble_available", float(source.unavailable is None), None))
+    return values
 
 
 def correction_records(correction: ClockCorrection, now: float) -> list[Record]:
@@ -177,6 +217,7 @@ class GatewayRuntime:
     builder: PackBuilder
     stages: list[EdgeStage]
     reporting: ReportFilter | None = None
+    sources: list[Source] = field(default_factory=list)  # CoAP, serial-line, BLE
 
 
 class GatewayDaemon:
@@ -186,9 +227,14 @@ class GatewayDaemon:
         *,
         drain_timeout_s: float = 10.0,
         clock: GatewayClock | None = None,
+        ble_source: SourceFactory | None = None,
+        gatt_link: LinkFactory | None = None,
     ) -> None:
+        """`ble_source`, `gatt_link`: the radio (default: bleak); tests pass a fake one."""
         self.config = config
         self.clock = clock or GatewayClock()
+        self._ble_source = ble_source
+        self._gatt_link = gatt_link
         self.drain_timeout_s = drain_timeout_s
         self.runtime: GatewayRuntime | None = None
         self.ready = asyncio.Event()
@@ -230,6 +276,8 @@ class GatewayDaemon:
         buses: dict[str, ModbusBus] = {}
         for device in cfg.devices:
             t = device.transport
+            if not isinstance(t, ModbusTcpTransport | ModbusRtuTransport):
+                continue  # the sources below
             key = endpoint_key(t)
             if key not in buses:
                 endpoint: ModbusTcpEndpoint | ModbusRtuEndpoint
@@ -245,9 +293,19 @@ class GatewayDaemon:
                     clock=self.clock.now,
                     clock_synced=lambda: self.clock.synced,
                 )
+            assert device.profile is not None and device.poll_interval is not None  # config
             buses[key].add_device(
                 device.id, load_profile(device.profile), t.device_id, device.poll_interval
             )
+        # One owner per CoAP context, serial port and BLE radio; the same sink.
+        sources = build_sources(
+            cfg,
+            sink,
+            stages,
+            SourceOptions(
+                self.clock.now, lambda: self.clock.synced, self._ble_source, self._gatt_link
+            ),
+        )
 
         def birth() -> dict[str, object]:
             return {
@@ -255,6 +313,7 @@ class GatewayDaemon:
                     {
                         "id": d.id,
                         "profile": d.profile,
+                        "transport": d.transport.type,
                         "asset": d.asset,
                         "location": d.location.model_dump() if d.location else None,
                         "poll_interval": d.poll_interval,
@@ -275,7 +334,9 @@ class GatewayDaemon:
             replay_unconfirmed_max=cfg.uplink.replay_unconfirmed_max,
             birth=birth,
         )
-        return GatewayRuntime(outbox, uplink, list(buses.values()), builder, stages, reporting)
+        return GatewayRuntime(
+            outbox, uplink, list(buses.values()), builder, stages, reporting, sources
+        )
 
     def _edge_stages(self, outbox: Outbox, builder: PackBuilder) -> list[EdgeStage]:
         """One inference stage per distinct model attachment, shared by its devices."""
@@ -304,13 +365,14 @@ class GatewayDaemon:
             self.config.site,
             self.config.gateway_id,
             rt.outbox.epoch,
-            sum(len(bus.counters) for bus in rt.buses),
+            len(self.config.devices),
             rt.outbox.path,
         )
         try:
             async with asyncio.TaskGroup() as tg:
                 uplink_task = tg.create_task(rt.uplink.run(uplink_stop))
                 producers = [tg.create_task(bus.run()) for bus in rt.buses]
+                producers += [tg.create_task(source.run()) for source in rt.sources]
                 for stage in rt.stages:
                     stage.start()  # a model that fails to load reports it; polling goes on
                 producers.append(tg.create_task(rt.builder.run()))
