@@ -210,11 +210,14 @@ class RuleEngine:
         else:
             self.counters["out_of_order"] += 1
             return "skipped", s.asset, _NOTHING
-        if not rules and s.qspec is None:
-            return lane, s.asset, tuple(out) if out else _NOTHING
         value = record.value
-        suspect = record.quality == 3
         ctx = assets.ctx  # type: ignore[union-attr]
+        if not rules and s.qspec is None:
+            # Not judged itself, but other rules may read it (ethane beside methane, say).
+            ctx.times[s.quantity] = t
+            ctx.values[s.quantity] = value
+            return lane, s.asset, tuple(out) if out else _NOTHING
+        suspect = record.quality == 3
         ctx.ut = record.update_time
         if s.qspec is not None and type(value) is float:
             fault, accepted = self._quality(s, q, s.qspec, t, value)
