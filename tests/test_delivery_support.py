@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from central.config import CentralConfig
-from central.ingest import AssetRegistry, Inbound, IngestPipeline
+from central.ingest import Inbound, IngestPipeline
+from central.registry import AssetRegistry
 from central.rules.gas import GasCh4Rule
 from central.store import Store
 from central.warnings import IssuedMessage, WarningManager
@@ -53,12 +54,13 @@ class Central:
     config: CentralConfig
     seq: int = 0
     epoch: int = 1
+    clock: float = field(default_factory=lambda: time.time() - 600)
 
     @classmethod
     def open(cls, path: Path) -> Central:
         config = CentralConfig.model_validate({"assets": ASSETS})
         store = Store(path)
-        registry = AssetRegistry(config.assets, store.gateway_births())
+        registry = AssetRegistry(config.assets, store.gateway_births(), db=store.db)
         warnings = WarningManager(store, config.cap, registry.info)
         pipeline = IngestPipeline(store, registry, warnings, [GasCh4Rule(config.rules.gas_ch4)])
         return cls(store, registry, pipeline, config)
@@ -66,24 +68,19 @@ class Central:
     def asset_site(self, asset: str) -> str | None:
         return self.registry.info(asset).site
 
-    def gas(
-        self, device: str, values: list[float], start: float | None = None
-    ) -> list[IssuedMessage]:
-        """One pack per reading (1 s apart, ending now) from gateway gw-1; what was issued."""
+    def gas(self, device: str, values: list[float]) -> list[IssuedMessage]:
+        """One pack per reading, 1 s apart on one rising clock (started 10 minutes ago),
+        from gateway gw-1; what was issued."""
         issued: list[IssuedMessage] = []
-        t0 = (time.time() if start is None else start) - len(values)
-        for i, value in enumerate(values):
+        for value in values:
             self.seq += 1
-            pack = Pack(
-                "gw-1", self.epoch, self.seq, (Record(f"{device}/ch4_lel", t0 + i, value, "/"),)
+            self.clock += 1.0
+            record = Record(f"{device}/ch4_lel", self.clock, value, "/")
+            pack = Pack("gw-1", self.epoch, self.seq, (record,))
+            inbound = Inbound(
+                telemetry_topic("site-north", "gw-1"), encode_pack(pack), None, self.clock + 0.1
             )
-            issued += self.pipeline.handle(
-                [
-                    Inbound(
-                        telemetry_topic("site-north", "gw-1"), encode_pack(pack), None, t0 + i + 0.1
-                    )
-                ]
-            )
+            issued += self.pipeline.handle([inbound])
         return issued
 
     def gateway_state(self, state: str) -> None:
@@ -148,3 +145,41 @@ async def eventually(predicate: Callable[[], bool], seconds: float, what: str) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def serve(app) -> AsyncIterator[str]:
+    """The app under a real uvicorn on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        server.force_exit = True  # open event streams would otherwise hold the shutdown
+        await asyncio.wait_for(task, 10)
+
+
+def auth_for(app, db):
+    """The real token check (central/auth.py) on an app built in a test; returns a
+    ``token(role)`` maker."""
+    from central.auth import Authenticator, TokenStore
+
+    tokens = TokenStore(db)
+    if not hasattr(app.state, "auth"):
+        app.state.auth = Authenticator(tokens)
+
+    def token(role: str) -> str:
+        return tokens.create(f"test-{role}", role)[1]  # type: ignore[arg-type]
+
+    return token

@@ -55,28 +55,26 @@ class Delivery:
         self.watch_interval_s = watch_interval_s
         self._warnings = self._warning_snapshot()
         self._gateways = self._gateway_snapshot()
+        # Alerts stored from now on are told (created_at, and the ids at that instant).
+        self._alerts_since = clock()
+        self._alerts_at_cursor: set[str] = set()
 
     # -- input -----------------------------------------------------------------------------
-    def on_issued(self, messages: Sequence[IssuedMessage]) -> None:
-        """CAP messages just stored: tell SSE clients, queue webhook deliveries."""
-        for m in messages:
-            self.hub.publish(
-                "alert",
-                {
-                    "identifier": m.identifier,
-                    "msgType": m.msg_type,
-                    "level": m.level,
-                    "asset": m.asset,
-                    "type": m.warning_type,
-                    "event_time": m.event_time,
-                },
-            )
+    def on_issued(self, messages: Sequence[IssuedMessage] = ()) -> None:
+        """CAP messages were just stored: tell SSE clients now, queue webhook deliveries.
+
+        What is told comes from the database (``messages`` only says "look now"), so the
+        messages issued elsewhere (an operator's manual clear, another worker) go out too,
+        at the latest with the next ``watch_interval_s`` tick.
+        """
         self.refresh()
         if self.webhooks.enqueue_new_alerts():
             self.worker.wake()
 
     def refresh(self) -> None:
-        """Publish warning and gateway changes since the last look."""
+        """Publish new CAP messages and warning and gateway changes since the last look."""
+        for row in self._new_alerts():
+            self.hub.publish("alert", row)
         warnings = self._warning_snapshot()
         for wid, row in warnings.items():
             before = self._warnings.get(wid)
@@ -90,14 +88,40 @@ class Delivery:
                 self.hub.publish("gateway", row)
         self._gateways = gateways
 
+    def _new_alerts(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT identifier, msg_type, level, asset, warning_type, event_time, created_at,"
+            " late FROM alerts WHERE created_at >= ? ORDER BY created_at, identifier",
+            (self._alerts_since,),
+        ).fetchall()
+        fresh = [r for r in rows if r[0] not in self._alerts_at_cursor]
+        if fresh:
+            self._alerts_since = fresh[-1][6]
+            self._alerts_at_cursor = {r[0] for r in rows if r[6] == self._alerts_since}
+        return [
+            {
+                "identifier": r[0],
+                "msgType": r[1],
+                "level": r[2],
+                "asset": r[3],
+                "type": r[4],
+                "event_time": r[5],
+                "late": bool(r[7]),
+            }
+            for r in fresh
+        ]
+
     # -- running ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """The webhook worker and the change watcher, until ``stop``."""
         if self.webhooks.enqueue_new_alerts():  # alerts stored just before a restart
             log.info("delivery: queued webhook deliveries for alerts stored before start")
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.worker.run(stop))
-            tg.create_task(self._watch(stop))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.worker.run(stop))
+                tg.create_task(self._watch(stop))
+        finally:
+            self.hub.close()
 
     async def _watch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -44,6 +44,7 @@ class EventHub:
         self._subscribers: set[Subscription] = set()
         self.published = 0
         self.dropped_clients = 0
+        self._closed = False
 
     @property
     def clients(self) -> int:
@@ -78,6 +79,9 @@ class EventHub:
         event is a ``reset``: the client reloads its state from the REST API.
         """
         sub = Subscription(asyncio.Queue(self._queue_size))
+        if self._closed:
+            sub.closed.set()
+            return sub
         if last_event_id:
             missed = self._since(last_event_id)
             if missed is None:
@@ -87,6 +91,12 @@ class EventHub:
                 sub.queue.put_nowait(event)
         self._subscribers.add(sub)
         return sub
+
+    def close(self) -> None:
+        """End every stream (the service is stopping: open streams would hold it up)."""
+        self._closed = True
+        for sub in list(self._subscribers):
+            self.unsubscribe(sub)
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)

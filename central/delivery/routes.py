@@ -1,16 +1,18 @@
 """HTTP surface of delivery: the Atom feed, the event stream, webhook administration.
 
-Routers carry no authentication of their own: central/api.py adds it where it includes
-them (``app.include_router(feeds_router(d), dependencies=[Depends(require("viewer"))])``).
+Each router declares its role (central/auth.py ``require``): reading feeds and events
+needs a viewer, administering webhooks an admin. EventSource cannot set headers, so the
+event stream takes ``?access_token=`` (accepted on GET only).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import AnyHttpUrl, BaseModel, Field
 
+from central.auth import require
 from central.delivery.atom import ATOM_MEDIA_TYPE, render_feed
 from central.delivery.delivery import Delivery
 from central.delivery.sse import EventStream
@@ -39,9 +41,11 @@ class WebhookCreated(BaseModel):
     created_at: float
 
 
-def feeds_router(delivery: Delivery, keepalive_s: float = 15.0) -> APIRouter:
+def feeds_router(
+    delivery: Delivery, keepalive_s: float = 15.0, send_timeout_s: float = 10.0
+) -> APIRouter:
     """``GET /api/v1/alerts.atom`` and ``GET /api/v1/events`` (read-only: viewer)."""
-    router = APIRouter(tags=["delivery"])
+    router = APIRouter(tags=["delivery"], dependencies=[Depends(require("viewer"))])
 
     @router.get(
         "/api/v1/alerts.atom",
@@ -58,21 +62,27 @@ def feeds_router(delivery: Delivery, keepalive_s: float = 15.0) -> APIRouter:
         )
         return Response(body, media_type=ATOM_MEDIA_TYPE)
 
-    @router.get("/api/v1/events", response_class=EventStream)
+    @router.get(
+        "/api/v1/events",
+        response_class=Response,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
     async def events(
         last_event_id: str | None = Header(None, alias="Last-Event-ID"),
         since: str | None = Query(None, description="resume after this event id"),
     ) -> EventStream:
         """Server-sent events: ``warning``, ``alert``, ``gateway`` (and ``reset`` when a
         resumption id is unknown: reload from the REST API)."""
-        return EventStream(delivery.hub, last_event_id or since, keepalive_s=keepalive_s)
+        return EventStream(delivery.hub, last_event_id or since, keepalive_s, send_timeout_s)
 
     return router
 
 
 def webhooks_router(delivery: Delivery) -> APIRouter:
     """Webhook subscriptions and the delivery queue (administration: admin)."""
-    router = APIRouter(prefix="/api/v1/webhooks", tags=["delivery"])
+    router = APIRouter(
+        prefix="/api/v1/webhooks", tags=["delivery"], dependencies=[Depends(require("admin"))]
+    )
     store = delivery.webhooks
 
     @router.post("", status_code=201, response_model=WebhookCreated)

@@ -28,6 +28,8 @@ class EventStream(Response):
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             media_type=self.media_type,
         )
+        # A stream has no length: drop the Content-Length: 0 an empty Response declares.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.hub = hub
         self.last_event_id = last_event_id
         self.keepalive_s = keepalive_s

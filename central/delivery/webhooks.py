@@ -201,13 +201,29 @@ class WebhookStore:
                         " 0, ?, ?) ON CONFLICT (subscription, alert) DO NOTHING",
                         (delivery_id, sub.id, a[0], body, now, now),
                     ).rowcount
-            self.db.execute(
-                "UPDATE delivery_cursor SET value = ? WHERE name = ?",
-                (max(a[8] for a in alerts), ALERT_CURSOR),
+            latest = max(a[8] for a in alerts)
+            self.db.execute(  # never backwards (another worker may have gone further)
+                "UPDATE delivery_cursor SET value = ? WHERE name = ? AND value < ?",
+                (latest, ALERT_CURSOR, latest),
             )
         return created
 
-    def due(self, now: float, limit: int) -> list[PendingDelivery]:
+    def claim_due(self, now: float, limit: int, lease_s: float) -> list[PendingDelivery]:
+        """Due deliveries, each claimed for ``lease_s`` (its next attempt moved past the
+        lease), so that several central workers never send the same one at once; a worker
+        that dies mid-attempt leaves it due again when the lease ends."""
+        claimed = []
+        for d in self._due(now, limit):
+            won = self.db.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = ?"
+                " WHERE id = ? AND state = 'pending' AND next_attempt_at <= ?",
+                (now + lease_s, d.id, now),
+            ).rowcount
+            if won:
+                claimed.append(d)
+        return claimed
+
+    def _due(self, now: float, limit: int) -> list[PendingDelivery]:
         rows = self.db.execute(
             "SELECT d.id, d.subscription, s.url, s.secret, d.body, d.attempts"
             " FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription"
@@ -343,7 +359,8 @@ class WebhookWorker:
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
             while not stop.is_set():
                 self._wake.clear()
-                due = self.store.due(self._clock(), self._concurrency)
+                lease = self.policy.timeout_s + 5.0
+                due = self.store.claim_due(self._clock(), self._concurrency, lease)
                 if due:
                     await asyncio.gather(*(self._attempt(client, d) for d in due))
                     continue
