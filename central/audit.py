@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -27,14 +28,14 @@ class AuditLog:
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self._clock = clock
+        self._serial = itertools.count()
 
     def record(self, actor: str, action: str, target: str, before: Any, after: Any) -> AuditEntry:
         """Append one entry (inside the caller's transaction, if there is one)."""
         at = self._clock()
-        # Time first in the id: entries written in the same clock tick still sort by insertion.
-        entry = AuditEntry(
-            f"{int(at * 1e6):016d}-{uuid.uuid4().hex[:8]}", at, actor, action, target, before, after
-        )
+        # Time, then this process's serial: entries of one clock tick keep their order.
+        ident = f"{int(at * 1e6):016d}-{next(self._serial):08d}-{uuid.uuid4().hex[:6]}"
+        entry = AuditEntry(ident, at, actor, action, target, before, after)
         self.db.execute(
             "INSERT INTO audit_log (id, at_time, actor, action, target, before_state, after_state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
