@@ -58,13 +58,16 @@ class _Lift:
     )
 
 
+# Which warnings a reading of each quantity steps. Sample-counted conditions step on one
+# quantity only (speed: one count per poll, however many contacts the poll carries); the
+# other quantities are read from the asset context. Time-held conditions step on any.
 _AFFECTS: dict[str, tuple[str, ...]] = {
     "speed": (TRAPPED, OVERSPEED, DOOR),
-    "door_open": (TRAPPED, DOOR),
-    "occupied": (TRAPPED, DOOR),
+    "door_open": (TRAPPED,),
+    "occupied": (TRAPPED,),
     "in_zone": (TRAPPED,),
     "alarm_btn": (TRAPPED,),
-    "mode": (TRAPPED, OVERSPEED, DOOR, VIBRATION),
+    "mode": (TRAPPED,),
     "vib_anomaly": (VIBRATION,),
     "ride_class": (VIBRATION,),
 }
