@@ -37,9 +37,9 @@ from drivers.field import (
     read_device,
     scan,
 )
-from drivers.modbus.profile import load_profile
+from drivers.modbus.profile import DeviceProfile, load_profile
 from drivers.modbus.transport import ModbusReadError
-from drivers.registry import RegistryError, builtin_dir, get_driver, scan_drivers
+from drivers.registry import RegistryError, builtin_dir, get_driver, list_drivers, scan_drivers
 from drivers.scaffold import FAMILIES, TRANSPORTS, ScaffoldError, scaffold_driver
 from provisioning.configfile import ConfigError
 
@@ -273,12 +273,14 @@ def bench_modbus_planner(
 ) -> None:
     """Requests per poll per driver profile: planned, one per tag, and the minimum."""
     try:
-        from bench.modbus_planner import driver_profiles, format_table, planner_rows, rows_json
+        from bench.modbus_planner import format_table, planner_rows, rows_json
     except ModuleNotFoundError as exc:  # bench/ ships with the source tree only
         message = f"bench is not importable ({exc}): run from a source checkout"
         raise _fail(message, EXIT_FAILED) from exc
     try:
-        rows = planner_rows(driver_profiles())
+        # Only register maps have read plans: the other transports' drivers are left out.
+        profiles = [d.profile() for d in list_drivers() if d.is_modbus]
+        rows = planner_rows(p for p in profiles if isinstance(p, DeviceProfile))
     except (ConfigError, RegistryError) as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     typer.echo(rows_json(rows) if as_json else format_table(rows))

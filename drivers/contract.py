@@ -18,6 +18,10 @@ act on; tests/test_driver_contract.py runs them for every registered driver, and
              garbage: an undecodable reply, slow: a late but good reply, stuck and spike: the
              frozen or jumped value);
 * decoder    the manifest's decoder (if any) loads and maps values to profile points.
+
+Drivers of the other transports (CoAP, serial line, BLE) have no register map: they get
+the same checks except `plan`, each asked over their own protocol by
+drivers/source_contract.py (an aiocoap server, a pty pair, synthesised BTHome bytes).
 """
 
 from __future__ import annotations
@@ -26,18 +30,21 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from drivers.ble.profile import BleProfile
+from drivers.coap.profile import CoapProfile
 from drivers.modbus.codec import Value, decode_request
 from drivers.modbus.planner import ReadRequest, plan_reads
 from drivers.modbus.profile import BIT_TABLES, INT_LIMITS, DeviceProfile, PointSpec, Table
 from drivers.modbus.rtu import ModbusRtuEndpoint
 from drivers.modbus.transport import ModbusReadError, ModbusTcpEndpoint
-from drivers.registry import DriverInfo
+from drivers.registry import DriverInfo, SourceProfile
 from drivers.serial import SerialSettings
+from drivers.serial.profile import SerialLineProfile
 from drivers.sim.modbus_server import ModbusSimulator
 from drivers.sim.rtu_sim import RtuFault, RtuSimulator
 from drivers.sim.scenario import (
@@ -47,6 +54,15 @@ from drivers.sim.scenario import (
     silent_at,
     wire_fault_at,
 )
+from drivers.sim.source_scenario import SourceScenario, reading_at
+from drivers.source_contract import (
+    SourceContractFailure,
+    SourceProfileAny,
+    check_source_faults,
+    check_source_scenario_devices,
+    check_source_wire,
+)
+from drivers.source_profile import SourcePoint
 from provisioning.configfile import ConfigError
 
 __all__ = [
@@ -131,8 +147,9 @@ class ContractFailure(AssertionError):
 # --- static checks ---------------------------------------------------------------------------
 
 
-def check_manifest(driver: DriverInfo) -> DeviceProfile:
-    """driver.yaml and profile.yaml load and agree; the README says something."""
+def check_manifest(driver: DriverInfo) -> SourceProfile:
+    """driver.yaml and profile.yaml load and agree; the README says something. The profile
+    is a DeviceProfile for Modbus drivers, the transport's model for the others."""
     try:
         profile = driver.profile()
     except ConfigError as exc:
@@ -213,13 +230,17 @@ def _kind(point: PointSpec) -> str:
     return _STRING if point.enum is not None else "v"
 
 
-def check_senml(profile: DeviceProfile) -> None:
+def _source_kind(point: SourcePoint) -> str:
+    return {"bool": _BOOL, "string": _STRING}.get(point.kind, "v")
+
+
+def check_senml(profile: SourceProfile) -> None:
     """Names SenML-legal; numeric points carry a registered unit, bools and enums none;
     suggested names use their suggested unit."""
     suggested = {name: unit for names in SUGGESTED_NAMES.values() for name, unit in names.items()}
     problems: list[str] = []
     for point in profile.points:
-        kind = _kind(point)
+        kind = _kind(point) if isinstance(point, PointSpec) else _source_kind(point)
         if not _SENML_NAME.match(f"device-1/{point.name}"):
             problems.append(f"{point.name}: not a SenML name")
         if kind == "v" and point.unit is None:
@@ -236,9 +257,16 @@ def check_senml(profile: DeviceProfile) -> None:
         raise ContractFailure("SenML: " + "; ".join(problems))
 
 
-def check_ranges(profile: DeviceProfile) -> None:
+def check_ranges(profile: SourceProfile) -> None:
     """Every numeric point has a range (the gateway's gross-range quality test) that its
     encoding can carry: a range the registers cannot hold would saturate silently."""
+    if not isinstance(profile, DeviceProfile):
+        missing = [p.name for p in profile.points if p.kind == "number" and p.range is None]
+        if missing:
+            raise ContractFailure(
+                "ranges: " + "; ".join(f"{name}: numeric point without range" for name in missing)
+            )
+        return
     problems: list[str] = []
     for point in profile.points:
         if _kind(point) != "v":
@@ -260,12 +288,19 @@ def check_ranges(profile: DeviceProfile) -> None:
         raise ContractFailure("ranges: " + "; ".join(problems))
 
 
-def check_scenario(driver: DriverInfo, profile: DeviceProfile) -> Scenario:
+def check_scenario(driver: DriverInfo, profile: SourceProfile) -> Scenario | SourceScenario:
     """scenario.yaml loads, every device uses this driver and defines every point."""
     try:
         scenario = driver.scenario()
     except ConfigError as exc:
         raise ContractFailure(f"scenario does not load:\n{exc}") from None
+    if isinstance(scenario, SourceScenario):
+        assert not isinstance(profile, DeviceProfile)
+        found = check_source_scenario_devices(profile, driver.name, scenario)
+        if found:
+            raise ContractFailure(f"{driver.scenario_path}: " + "; ".join(found))
+        return scenario
+    assert isinstance(profile, DeviceProfile)
     problems: list[str] = []
     names = set(profile.point_names)
     for device in scenario.devices:
@@ -282,7 +317,9 @@ def check_scenario(driver: DriverInfo, profile: DeviceProfile) -> Scenario:
     return scenario
 
 
-def check_decoder(driver: DriverInfo, profile: DeviceProfile, scenario: Scenario) -> None:
+def check_decoder(
+    driver: DriverInfo, profile: SourceProfile, scenario: Scenario | SourceScenario
+) -> None:
     """The decoder, if any, loads and maps a poll's values to profile points."""
     try:
         decoder = driver.decoder(profile)
@@ -290,8 +327,10 @@ def check_decoder(driver: DriverInfo, profile: DeviceProfile, scenario: Scenario
         raise ContractFailure(str(exc)) from None
     if decoder is None:
         return
-    device = scenario.devices[0]
-    values = ModbusSimulator(scenario, seed=SEED).values(device, 0.0)
+    if isinstance(scenario, SourceScenario):
+        values = reading_at(scenario.devices[0], 0.0)[0]
+    else:
+        values = ModbusSimulator(scenario, seed=SEED).values(scenario.devices[0], 0.0)
     out = decoder.decode(values)
     unknown = sorted(set(out) - set(profile.point_names))
     if unknown:
@@ -442,9 +481,15 @@ def _readable(device: DeviceSpec, t: float) -> bool:
     return not silent_at(device, t) and wire_fault_at(device, t) is None
 
 
-async def check_wire(driver: DriverInfo, profile: DeviceProfile, scenario: Scenario) -> int:
+async def check_wire(
+    driver: DriverInfo, profile: SourceProfile, scenario: Scenario | SourceScenario
+) -> int:
     """Serve the scenario and read every device back at the sample times; returns the
     number of polls compared."""
+    if isinstance(scenario, SourceScenario):
+        assert not isinstance(profile, DeviceProfile)
+        return await _source_check(check_source_wire, profile, scenario)
+    assert isinstance(profile, DeviceProfile)
     plan = plan_reads(profile)
     problems: list[str] = []
     polls = 0
@@ -467,8 +512,14 @@ async def check_wire(driver: DriverInfo, profile: DeviceProfile, scenario: Scena
     return polls
 
 
-async def check_faults(driver: DriverInfo, profile: DeviceProfile, scenario: Scenario) -> int:
+async def check_faults(
+    driver: DriverInfo, profile: SourceProfile, scenario: Scenario | SourceScenario
+) -> int:
     """Every fault of the scenario shows on the wire as its kind says; returns how many."""
+    if isinstance(scenario, SourceScenario):
+        assert not isinstance(profile, DeviceProfile)
+        return await _source_check(check_source_faults, profile, scenario)
+    assert isinstance(profile, DeviceProfile)
     plan = plan_reads(profile)
     problems: list[str] = []
     checked = 0
@@ -487,6 +538,17 @@ async def check_faults(driver: DriverInfo, profile: DeviceProfile, scenario: Sce
     if problems:
         raise ContractFailure("faults on the wire:\n  " + "\n  ".join(problems))
     return checked
+
+
+async def _source_check(
+    check: Callable[[SourceProfileAny, SourceScenario], Awaitable[int]],
+    profile: SourceProfileAny,
+    scenario: SourceScenario,
+) -> int:
+    try:
+        return await check(profile, scenario)
+    except SourceContractFailure as exc:
+        raise ContractFailure(str(exc)) from None
 
 
 async def _fault_problem(
@@ -576,13 +638,15 @@ async def run_contract(driver: DriverInfo) -> list[CheckResult]:
         return value if value is not None else True
 
     profile = record("manifest", lambda: check_manifest(driver))
-    if not isinstance(profile, DeviceProfile):
+    if profile is None:
         return results
-    record("plan", lambda: check_plan(profile))
+    assert isinstance(profile, DeviceProfile | CoapProfile | SerialLineProfile | BleProfile)
+    if isinstance(profile, DeviceProfile):  # only a register map has a read plan
+        record("plan", lambda: check_plan(profile))
     record("senml", lambda: check_senml(profile))
     record("ranges", lambda: check_ranges(profile))
     scenario = record("scenario", lambda: check_scenario(driver, profile))
-    if not isinstance(scenario, Scenario):
+    if not isinstance(scenario, Scenario | SourceScenario):
         return results
     record("decoder", lambda: check_decoder(driver, profile, scenario))
     for name, check in (("wire", check_wire), ("faults", check_faults)):
@@ -601,9 +665,9 @@ _UNITS = {"wire": "polls compared", "faults": "faults seen"}
 
 
 def _summary(value: object) -> str:
-    if isinstance(value, DeviceProfile):
+    if isinstance(value, DeviceProfile | CoapProfile | SerialLineProfile | BleProfile):
         return f"{len(value.points)} points"
-    if isinstance(value, Scenario):
+    if isinstance(value, Scenario | SourceScenario):
         return f"{len(value.devices)} devices, {value.duration:g} s"
     if isinstance(value, list):
         return f"{len(value)} requests"

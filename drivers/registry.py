@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
@@ -49,6 +49,9 @@ from drivers.modbus.profile import DeviceProfile, hardware_dir
 from drivers.serial.profile import SerialLineProfile
 from drivers.sim.scenario import Scenario
 from provisioning.configfile import ConfigError, ConfigProblem, load_yaml_model
+
+if TYPE_CHECKING:
+    from drivers.sim.source_scenario import SourceScenario
 
 __all__ = [
     "DRIVER_NAME_PATTERN",
@@ -214,8 +217,13 @@ class DriverInfo:
             _require_values(self.profile_path, expected, reason)
         return profile
 
-    def scenario(self) -> Scenario:
-        return load_yaml_model(self.scenario_path, Scenario)
+    def scenario(self) -> Scenario | SourceScenario:
+        """scenario.yaml: a Modbus Scenario, or a SourceScenario for other transports."""
+        if self.is_modbus:
+            return load_yaml_model(self.scenario_path, Scenario)
+        from drivers.sim.source_scenario import SourceScenario  # it imports this module
+
+        return load_yaml_model(self.scenario_path, SourceScenario)
 
     def decoder(self, profile: SourceProfile) -> Decoder | None:
         """An instance of the manifest's decoder class, or None if it names none."""

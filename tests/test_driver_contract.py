@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from drivers import contract
+from drivers.ble.profile import BleProfile
+from drivers.coap.profile import CoapProfile
 from drivers.contract import (
     KNOWN_UNITS,
     ContractFailure,
@@ -35,16 +37,25 @@ from drivers.contract import (
 from drivers.modbus.planner import ReadRequest, plan_reads
 from drivers.modbus.profile import DeviceProfile
 from drivers.registry import DRIVER_PATH_ENV, DriverInfo, get_driver, list_drivers
-from drivers.sim import modbus_server
+from drivers.serial.profile import SerialLineProfile
+from drivers.sim import ble_sim, coap_sim, modbus_server, serial_sim
 from drivers.sim.scenario import Scenario, load_scenario, silent_at, wire_fault_at
+from drivers.sim.source_scenario import SourceScenario
+from drivers.source_contract import serve_source
 from provisioning.configfile import ConfigError, parse_yaml_model
 
 DRIVERS = list_drivers()
+MODBUS = [d for d in DRIVERS if d.is_modbus]
 WIRE_BUDGET_S = 60  # a whole wire or fault check; each read has its own short timeout
 
 
 @pytest.fixture(params=DRIVERS, ids=[d.name for d in DRIVERS])
 def driver(request: pytest.FixtureRequest) -> DriverInfo:
+    return request.param
+
+
+@pytest.fixture(params=MODBUS, ids=[d.name for d in MODBUS])
+def modbus_driver(request: pytest.FixtureRequest) -> DriverInfo:
     return request.param
 
 
@@ -72,8 +83,9 @@ def test_manifest_and_profile_load(driver: DriverInfo) -> None:
     )
 
 
-def test_planner_reaches_the_minimum(driver: DriverInfo) -> None:
-    profile = check_manifest(driver)
+def test_planner_reaches_the_minimum(modbus_driver: DriverInfo) -> None:
+    profile = check_manifest(modbus_driver)
+    assert isinstance(profile, DeviceProfile)
     plan = check_plan(profile)
     assert len(plan) == minimum_requests(profile) <= len(profile.points)
 
@@ -215,6 +227,7 @@ async def test_fault_check_fails_when_a_fault_does_not_show(
 
 def test_plan_check_fails_on_a_plan_above_the_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
     gas = check_manifest(get_driver("gas-detector"))
+    assert isinstance(gas, DeviceProfile)
     check_plan(gas)
 
     def one_per_point(p: DeviceProfile) -> list[ReadRequest]:
@@ -253,6 +266,7 @@ def test_manifest_check_reports_a_profile_that_disagrees(
 
 def test_sample_times_include_every_value_fault() -> None:
     scenario = get_driver("elevator-monitor").scenario()
+    assert isinstance(scenario, Scenario)
     times = sample_times(scenario)
     for fault in scenario.devices[0].faults:
         if fault.kind in ("stuck", "spike"):
@@ -300,7 +314,9 @@ def test_wire_fault_fields(fault: str, message: str) -> None:
 
 
 def test_wire_fault_at_follows_the_windows() -> None:
-    device = get_driver("water-level-radar").scenario().devices[0]
+    scenario = get_driver("water-level-radar").scenario()
+    assert isinstance(scenario, Scenario)
+    device = scenario.devices[0]
     assert wire_fault_at(device, 10.0) is None
     garbage = wire_fault_at(device, 63.0)
     slow = wire_fault_at(device, 70.0)
@@ -325,3 +341,113 @@ async def test_the_lifeline_scenario_reads_back_over_one_tcp_server() -> None:
     river = rig.values(scenario.device("river-bridge"), 90.0)
     assert gas["alarm1"] is True and gas["alarm2"] is False
     assert river["level_alarm"] is True
+
+
+# --- the other transports: the checks can fail there too ----------------------------------------
+
+
+def test_drivers_of_every_transport_run_the_contract() -> None:
+    transports = {d.transport for d in DRIVERS}
+    assert {"modbus-tcp", "modbus-rtu", "coap", "serial-line", "ble-bthome"} <= transports
+
+
+async def test_coap_wire_check_fails_when_a_value_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = get_driver("crack-meter-coap")
+    profile = check_manifest(driver)
+    scenario = check_scenario(driver, profile)
+    real = coap_sim.ScenarioCoapDevice.reading
+
+    def off_by_a_tenth(self: coap_sim.ScenarioCoapDevice, t: float):  # type: ignore[no-untyped-def]
+        values, frame = real(self, t)
+        return {**values, "crack": float(values["crack"]) + 0.1}, frame
+
+    monkeypatch.setattr(coap_sim.ScenarioCoapDevice, "reading", off_by_a_tenth)
+    with pytest.raises(ContractFailure, match=r"coap read-back:\n  t=0 wall-k12: crack: read "):
+        await asyncio.wait_for(check_wire(driver, profile, scenario), WIRE_BUDGET_S)
+
+
+async def test_coap_wire_check_compares_the_thermal_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = get_driver("thermal-camera")
+    profile = check_manifest(driver)
+    scenario = check_scenario(driver, profile)
+    real = coap_sim.encode_frame_i16
+
+    def one_hot_pixel(values: list[float], scale: float = 0.01) -> bytes:
+        return real([values[0] + 5.0, *values[1:]], scale)
+
+    monkeypatch.setattr(coap_sim, "encode_frame_i16", one_hot_pixel)
+    with pytest.raises(ContractFailure, match=r"frame: 1 pixels differ, first \(0, 0\)"):
+        await asyncio.wait_for(check_wire(driver, profile, scenario), WIRE_BUDGET_S)
+
+
+async def test_serial_wire_check_fails_when_a_sentence_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    driver = get_driver("water-level-serial")
+    profile = check_manifest(driver)
+    scenario = check_scenario(driver, profile)
+    real = serial_sim.encode_frames
+
+    def without_rain(profile: SerialLineProfile, values: dict[str, object]) -> list[bytes]:
+        return [f for f in real(profile, values) if not f.startswith(b"$RG")]  # type: ignore[arg-type]
+
+    monkeypatch.setattr(serial_sim, "encode_frames", without_rain)
+    with pytest.raises(ContractFailure, match=r"culvert-3: rain: not read"):
+        await asyncio.wait_for(check_wire(driver, profile, scenario), WIRE_BUDGET_S)
+
+
+async def test_bthome_wire_check_fails_when_the_bytes_disagree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    driver = get_driver("ble-tilt-tag")
+    profile = check_manifest(driver)
+    scenario = check_scenario(driver, profile)
+    real = ble_sim.encode_bthome
+
+    def cooler(profile: BleProfile, values: dict[str, object], packet_id: int) -> bytes:
+        shifted = {**values, "temperature": float(values["temperature"]) - 1.0}  # type: ignore[arg-type]
+        return real(profile, shifted, packet_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ble_sim, "encode_bthome", cooler)
+    with pytest.raises(
+        ContractFailure, match=r"t=0 bearing-p4: temperature: read 22\.93, scenario says 23\.93"
+    ):
+        await asyncio.wait_for(check_wire(driver, profile, scenario), WIRE_BUDGET_S)
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [("thermal-camera", coap_sim), ("water-level-serial", serial_sim), ("ble-tilt-tag", ble_sim)],
+)
+async def test_source_fault_check_fails_when_silence_does_not_show(
+    name: str, module: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = get_driver(name)
+    profile = check_manifest(driver)
+    scenario = check_scenario(driver, profile)
+    monkeypatch.setattr(module, "silent_at", lambda _device, _t: False)
+    with pytest.raises(ContractFailure, match=r"\(silent\): \d+ readings came through"):
+        await asyncio.wait_for(check_faults(driver, profile, scenario), WIRE_BUDGET_S)
+
+
+async def test_the_thermal_scenario_tells_its_story_over_coap() -> None:
+    """Person passing, hotspot, fire: what the gateway reads through CoAP at each stage."""
+    driver = get_driver("thermal-camera")
+    profile = driver.profile()
+    scenario = driver.scenario()
+    assert isinstance(profile, CoapProfile) and isinstance(scenario, SourceScenario)
+    device = scenario.devices[0]
+    seen: dict[float, dict[str, object]] = {}
+    async with serve_source(scenario, profile) as rig:
+        for t in (5.0, 19.0, 50.0, 58.0, 88.0):
+            read = await rig.read(device, t)
+            seen[t] = {r.quantity: r.value for r in read.records}
+            assert len(read.blobs) == 1
+    assert float(seen[5.0]["t_max"]) < 24 and seen[5.0]["hot_px"] == 0  # type: ignore[arg-type]
+    person = seen[19.0]
+    assert 30 < float(person["t_max"]) < 36 and int(person["hot_px"]) > 0  # type: ignore[arg-type]
+    assert 40 < float(seen[50.0]["t_max"]) < 54  # type: ignore[arg-type]
+    assert float(seen[58.0]["t_max"]) >= 54  # yellow: EN 54-5 A1 static response
+    fire = seen[88.0]
+    assert float(fire["t_max"]) >= 200 and int(fire["hot_px"]) > 50  # type: ignore[arg-type]
+    assert abs(float(fire["t_bg"]) - 23) < 0.5  # the median stays the room  # type: ignore[arg-type]

@@ -16,7 +16,9 @@ import typer
 from typer.testing import CliRunner
 
 from bench.modbus_planner import format_table, planner_rows
+from drivers.ble.profile import BleProfile
 from drivers.cli import EXIT_FAILED, EXIT_USAGE, bench_app, driver_app
+from drivers.coap.profile import CoapProfile
 from drivers.contract import run_contract
 from drivers.modbus.profile import DeviceProfile, available_profiles, hardware_dir, load_profile
 from drivers.registry import (
@@ -24,14 +26,18 @@ from drivers.registry import (
     Family,
     RegistryError,
     builtin_dir,
+    driver_transport,
     get_driver,
     list_drivers,
     load_driver,
+    load_source_profile,
     profile_path,
     scan_drivers,
 )
 from drivers.scaffold import FAMILIES, ScaffoldError, scaffold_driver
+from drivers.serial.profile import SerialLineProfile
 from drivers.sim.scenario import load_scenario
+from drivers.sim.source_scenario import SourceScenario
 from provisioning.configfile import ConfigError
 
 runner = CliRunner()
@@ -96,8 +102,23 @@ def test_gas_detector_loads_by_name_flat_path_and_folder() -> None:
 
 def test_every_driver_loads_by_name_for_scenarios_and_configs() -> None:
     for driver in list_drivers():
-        assert load_profile(driver.name) == driver.profile()
+        assert load_source_profile(driver.name) == driver.profile()
+        assert driver_transport(driver.name) == driver.transport
+        if driver.is_modbus:
+            assert load_profile(driver.name) == driver.profile()
     assert {"rain-gauge", "water-level-radar"} <= set(available_profiles())
+
+
+def test_drivers_of_every_transport_are_built_in() -> None:
+    transports = {d.name: (d.family, d.transport) for d in list_drivers()}
+    assert transports["thermal-camera"] == ("thermal", "coap")
+    assert transports["crack-meter-coap"] == ("displacement", "coap")
+    assert transports["water-level-serial"] == ("water", "serial-line")
+    assert transports["ble-tilt-tag"] == ("displacement", "ble-bthome")
+    assert isinstance(get_driver("thermal-camera").profile(), CoapProfile)
+    assert isinstance(get_driver("water-level-serial").profile(), SerialLineProfile)
+    assert isinstance(get_driver("ble-tilt-tag").profile(), BleProfile)
+    assert isinstance(get_driver("ble-tilt-tag").scenario(), SourceScenario)
 
 
 def test_driver_own_test_file_is_found() -> None:
@@ -403,7 +424,8 @@ def test_the_lifeline_scenario_has_every_modbus_family() -> None:
 
 
 def test_planner_bench_rows() -> None:
-    rows = {r.name: r for r in planner_rows(d.profile() for d in list_drivers())}
+    modbus = [d.profile() for d in list_drivers() if d.is_modbus]
+    rows = {r.name: r for r in planner_rows(p for p in modbus if isinstance(p, DeviceProfile))}
     gas = rows["gas-detector"]
     assert (gas.requests_planned, gas.requests_naive, gas.registers, gas.registers_read) == (
         1,

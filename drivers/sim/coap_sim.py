@@ -23,8 +23,17 @@ active observation receives a final 5.03 notification). ``restart()`` stops and 
 server on the same port — observations are forgotten without telling anyone, like a device
 reboot.
 
-``python -m drivers.sim.coap_sim [--port 5683]`` runs it standalone and prints one JSON
-"ready" line with the bound port.
+``ScenarioCoapDevice`` is the general form: one device of a scenario
+(drivers/sim/source_scenario.py) as a CoAP server of its own, serving its profile's
+resource path with values driven by the scenario's signals (and, for a thermal camera, its
+frame scene) at the scenario time set with ``set_time`` or advanced by ``play``. The
+payload is what the profile (drivers/coap/profile.py) reads back: SenML with the device's
+own record names (the inverse of the profile's renames) and the frame as ``vd``, or the
+plain document its pointers describe. Scenario faults: silent (no answer, no
+notification), garbage, slow (the reply held back `delay` seconds), stuck and spike.
+
+``python -m drivers.sim.coap_sim [--port 5683]`` runs the fixed models standalone and
+prints one JSON "ready" line with the bound port.
 """
 
 from __future__ import annotations
@@ -56,14 +65,32 @@ from drivers.coap.payload import (
     CF_SENML_JSON,
     encode_frame_i16,
 )
+from drivers.coap.profile import CoapProfile
+from drivers.modbus.codec import Value
+from drivers.sim.source_scenario import (
+    SourceDevice,
+    effective_time,
+    reading_at,
+    sample_rng,
+    silent_at,
+    values_at,
+    wire_fault_at,
+)
 
-__all__ = ["CoapSimulator", "DisplacementModel", "Fault", "ThermalModel"]
+__all__ = [
+    "CoapSimulator",
+    "DisplacementModel",
+    "Fault",
+    "ScenarioCoapDevice",
+    "ThermalModel",
+    "coap_tolerance",
+]
 
 ROWS, COLS = 24, 32
 RESOURCES = ("displacement", "thermal", "plain")
 GARBAGE = b"\xff\x00\x13not a pack\x00"
 # SenML JSON label -> CBOR label (RFC 8428 Table 4) for the labels the simulator writes.
-_CBOR_LABELS = {"bn": -2, "bt": -3, "n": 0, "u": 1, "v": 2, "vd": 8}
+_CBOR_LABELS = {"bn": -2, "bt": -3, "n": 0, "u": 1, "v": 2, "vs": 3, "vb": 4, "vd": 8}
 
 
 class Fault(enum.StrEnum):
@@ -339,6 +366,216 @@ def _bound_port(ctx: aiocoap.Context) -> int:
         if sock is not None:
             return int(sock.getsockname()[1])
     raise RuntimeError("could not find the simulator's bound UDP port")
+
+
+# --- scenario-driven devices ---------------------------------------------------------------
+
+
+def coap_tolerance(profile: CoapProfile, point: str) -> float:
+    """How far the payload moves a value: SenML and CBOR/JSON floats carry it exactly; a
+    plain field's scale and offset cost float rounding only."""
+    del profile, point
+    return 1e-9
+
+
+class _ScenarioResource(aiocoap.resource.ObservableResource):
+    def __init__(self, device: ScenarioCoapDevice) -> None:
+        super().__init__()
+        self.device = device
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        device = self.device
+        while silent_at(device.spec, device.time):
+            await device.wait_unsilenced()  # never answers while silent
+        fault = wire_fault_at(device.spec, device.time)
+        device.served += 1
+        if fault is not None and fault.kind == "slow" and fault.delay is not None:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.kind == "garbage":
+            device.garbage_served += 1
+            plain = device.profile.payload == "plain"
+            return aiocoap.Message(
+                payload=GARBAGE, content_format=CF_JSON if plain else CF_SENML_JSON
+            )
+        return device.render(request)
+
+
+class ScenarioCoapDevice:
+    """One CoAP device of a scenario, on a UDP port of its own (port 0: a free one)."""
+
+    def __init__(
+        self, spec: SourceDevice, *, seed: int = 0, clock: Callable[[], float] = time.time
+    ) -> None:
+        profile = spec.profile_model
+        if not isinstance(profile, CoapProfile):
+            raise ValueError(f"{spec.id}: {spec.profile} is not a CoAP driver")
+        self.spec = spec
+        self.profile = profile
+        self.seed = seed
+        self.clock = clock
+        self.time = 0.0
+        self.served = 0  # responses rendered (first responses and notifications)
+        self.garbage_served = 0
+        self.notifications = 0
+        self.host = "127.0.0.1"
+        self.port = 0
+        # Device-native SenML names: the inverse of the profile's renames.
+        self._senml_names = {quantity: name for name, quantity in profile.names.items()}
+        self._resource: _ScenarioResource | None = None
+        self._context: aiocoap.Context | None = None
+        self._unsilenced = asyncio.Event()
+
+    @property
+    def uri(self) -> str:
+        return self.profile.resource_uri(f"{self.host}:{self.port}")
+
+    def values(self, t: float) -> dict[str, Value]:
+        rng = sample_rng(self.seed, self.spec.id, effective_time(self.spec, t))
+        return values_at(self.spec, t, rng)
+
+    def reading(self, t: float) -> tuple[dict[str, Value], list[float] | None]:
+        """Values and frame at t: one draw of noise, so the summary fits the frame."""
+        rng = sample_rng(self.seed, self.spec.id, effective_time(self.spec, t))
+        return reading_at(self.spec, t, rng)
+
+    def set_time(self, t: float) -> None:
+        self.time = t
+        if silent_at(self.spec, t):
+            self._unsilenced.clear()
+        else:
+            self._unsilenced.set()
+
+    async def wait_unsilenced(self) -> None:
+        await self._unsilenced.wait()
+
+    def notify(self) -> None:
+        """Push the current reading to every observer (not while silent)."""
+        if self._resource is None or silent_at(self.spec, self.time):
+            return
+        self.notifications += 1
+        self._resource.updated_state()
+
+    def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        values, frame = self.reading(self.time)
+        max_age = max(1, math.ceil(2 * self.spec.interval))
+        if self.profile.payload == "plain":
+            return self._render_plain(request, values, max_age)
+        records: list[dict[str, Any]] = []
+        for point in self.profile.points:
+            if point.name not in values:
+                continue
+            value = values[point.name]
+            label = "vb" if isinstance(value, bool) else "vs" if isinstance(value, str) else "v"
+            record: dict[str, Any] = {"n": self._senml_names.get(point.name, point.name)}
+            if point.unit is not None:
+                record["u"] = point.unit
+            record[label] = value
+            records.append(record)
+        cbor = _wants_cbor(request, CF_SENML_CBOR)
+        frame_spec = self.profile.frame
+        if frame_spec is not None and frame is not None:
+            data = encode_frame_i16(frame, frame_spec.scale)
+            records.append({"n": frame_spec.name, "vd": data if cbor else _b64url(data)})
+        head: dict[str, Any] = {"bn": f"urn:dev:sim:{self.spec.id}:"}
+        if self.profile.mode == "poll":
+            head["bt"] = round(self.clock(), 3)  # a logger with a clock stamps its readings
+        records[0] = {**head, **records[0]}
+        return aiocoap.Message(
+            payload=_senml(records, cbor),
+            content_format=CF_SENML_CBOR if cbor else CF_SENML_JSON,
+            max_age=max_age,
+        )
+
+    def _render_plain(
+        self, request: aiocoap.Message, values: dict[str, Value], max_age: int
+    ) -> aiocoap.Message:
+        plain = self.profile.plain
+        assert plain is not None
+        doc: dict[str, Any] = {}
+        for spec in plain.fields:
+            if spec.quantity not in values:
+                continue
+            value = values[spec.quantity]
+            if not isinstance(value, bool | str):
+                value = (value - spec.offset) / spec.scale
+            _put(doc, spec.pointer, value)
+        if plain.time is not None:
+            _put(doc, plain.time, round(self.clock() / plain.time_scale))
+        cbor = plain.format == "cbor" or (plain.format == "auto" and _wants_cbor(request, CF_CBOR))
+        payload = cbor2.dumps(doc) if cbor else json.dumps(doc).encode()
+        return aiocoap.Message(
+            payload=payload, content_format=CF_CBOR if cbor else CF_JSON, max_age=max_age
+        )
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._resource = _ScenarioResource(self)
+        site = aiocoap.resource.Site()
+        site.add_resource([p for p in self.profile.path.split("/") if p], self._resource)
+        self.set_time(self.time)
+        self._context = await aiocoap.Context.create_server_context(
+            site, bind=(host, port), transports=["udp6"]
+        )
+        self.host = host
+        self.port = _bound_port(self._context)
+        return self.port
+
+    async def stop(self) -> None:
+        self._unsilenced.set()  # release renders parked by a silent fault
+        if self._context is not None:
+            await self._context.shutdown()
+            self._context = None
+        self._resource = None
+
+    async def play(self, duration: float, *, speed: float = 1.0, loop: bool = False) -> None:
+        """Advance scenario time; observers get a notification every `interval` seconds."""
+        event_loop = asyncio.get_running_loop()
+        start = event_loop.time()
+        next_report = 0.0
+        while True:
+            elapsed = (event_loop.time() - start) * speed
+            if not loop and elapsed >= duration:
+                self.set_time(duration)
+                return
+            self.set_time(elapsed % duration if loop else elapsed)
+            if elapsed >= next_report:
+                next_report = elapsed + self.spec.interval
+                if self.profile.mode == "observe":
+                    self.notify()
+            await asyncio.sleep(min(0.1, max(0.005, (next_report - elapsed) / speed)))
+
+
+def _put(doc: dict[str, Any], pointer: str, value: Any) -> None:
+    """Set `value` at a JSON pointer (or top-level key), creating objects and arrays."""
+    if not pointer.startswith("/"):
+        doc[pointer] = value
+        return
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
+    node: Any = doc
+    for token, following in zip(tokens, [*tokens[1:], None], strict=True):
+        if following is None:
+            _assign(node, token, value)
+            return
+        child = _child(node, token)
+        if child is None:
+            child = [] if following.isdigit() else {}
+            _assign(node, token, child)
+        node = child
+
+
+def _child(node: Any, token: str) -> Any:
+    if isinstance(node, list):
+        index = int(token)
+        return node[index] if index < len(node) else None
+    return node.get(token)
+
+
+def _assign(node: Any, token: str, value: Any) -> None:
+    if isinstance(node, list):
+        index = int(token)
+        node.extend([None] * (index + 1 - len(node)))
+        node[index] = value
+    else:
+        node[token] = value
 
 
 # --- standalone -----------------------------------------------------------------------------

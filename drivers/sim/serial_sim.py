@@ -1,4 +1,12 @@
-"""Serial line simulation: pty pairs, and a line sensor that writes NMEA-style sentences.
+"""Serial line simulation: pty pairs, and line sensors that write NMEA-style sentences.
+
+``LineSensorSimulator`` writes generated sentences with faults every Nth sentence;
+``ScenarioLineSimulator`` plays the serial-line devices of a scenario
+(drivers/sim/source_scenario.py): at scenario time t each device writes, on its own pty,
+the frames its profile (drivers/serial/profile.py) reads back into the scenario's values —
+``$WL,1.234,m*HH`` for a built-in parser, fields by position for a declared sentence, a
+struct-packed STX/LEN/CRC/ETX frame for binary framing. Faults: silent (nothing written),
+garbage (line noise and a sentence with a wrong checksum), stuck and spike (in the values).
 
 A pty is a real tty to the code under test (pyserial opens it like /dev/ttyUSB0), but the
 kernel moves bytes between its ends instantly: no baud rate is enforced. Simulators here
@@ -11,19 +19,33 @@ import asyncio
 import contextlib
 import os
 import random
+import struct
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from drivers.modbus.codec import Value
 from drivers.serial import SerialSettings
-from drivers.serial.framing import encode_nmea
+from drivers.serial.framing import encode_binary, encode_nmea
+from drivers.serial.profile import BinaryLayout, SentenceSpec, SerialLineProfile
+from drivers.sim.source_scenario import (
+    SourceDevice,
+    effective_time,
+    sample_rng,
+    silent_at,
+    values_at,
+    wire_fault_at,
+)
 
 __all__ = [
     "LineFaults",
     "LineSensorSimulator",
     "PtyPair",
+    "ScenarioLineSimulator",
     "Sentence",
+    "encode_frames",
     "rain_gauge",
+    "serial_tolerance",
     "water_level",
 ]
 
@@ -181,3 +203,189 @@ _NOISE = bytes(b for b in range(256) if b != ord("$"))
 
 def _every(n: int, k: int) -> bool:
     return n > 0 and k % n == 0
+
+
+# --- scenario-driven line sensors ----------------------------------------------------------
+
+# Text the built-in parsers read back: level with 3 decimals, rain rate with 1.
+_LEVEL_DECIMALS, _RATE_DECIMALS = 3, 1
+
+
+def serial_tolerance(profile: SerialLineProfile, point: str) -> float:
+    """How far the text or binary encoding moves a point's value."""
+    for spec in profile.sentences.values():
+        if spec.parser == "water_level" and point == "level":
+            return 0.5 * 10**-_LEVEL_DECIMALS * (1 + 1e-9)
+        if spec.parser == "rain_gauge" and point == "rain":
+            return 0.5 * 10**-_RATE_DECIMALS * (1 + 1e-9)
+        if spec.parser == "rain_gauge" and point == "rain_acc":
+            return spec.tip_mm / 2 * (1 + 1e-9)
+        for field_spec in spec.fields:
+            if field_spec.quantity == point and field_spec.type == "int":
+                return abs(field_spec.scale) / 2 * (1 + 1e-9)
+    if profile.binary is not None:
+        for binary_field in profile.binary.fields:
+            if binary_field.quantity == point:
+                return abs(binary_field.scale) / 2 * (1 + 1e-9) + 1e-9
+    return 1e-9  # floats written with repr() come back exactly, up to the scale's rounding
+
+
+def encode_frames(profile: SerialLineProfile, values: dict[str, Value]) -> list[bytes]:
+    """The frames one report of `values` takes (sentences lacking all their values are left
+    out, as a gauge without a rain input sends no $RG)."""
+    if profile.binary is not None:
+        return [_binary_frame(profile.binary, values)]
+    frames: list[bytes] = []
+    for sentence, spec in profile.sentences.items():
+        fields = _sentence_fields(spec, values)
+        if fields is not None:
+            frames.append(encode_nmea(sentence, fields))
+    return frames
+
+
+def _sentence_fields(spec: SentenceSpec, values: dict[str, Value]) -> list[str] | None:
+    if spec.parser == "water_level":
+        if "level" not in values:
+            return None
+        return [f"{float(values['level']):.{_LEVEL_DECIMALS}f}", "m"]
+    if spec.parser == "rain_gauge":
+        if "rain" not in values or "rain_acc" not in values:
+            return None
+        tips = max(0, round(float(values["rain_acc"]) / spec.tip_mm))
+        return [str(tips), f"{max(0.0, float(values['rain'])):.{_RATE_DECIMALS}f}"]
+    if not any(f.quantity in values for f in spec.fields):
+        return None
+    count = spec.count or max(f.index for f in spec.fields) + 1
+    fields = [""] * count
+    for field_spec in spec.fields:
+        if field_spec.quantity not in values:
+            continue
+        value = values[field_spec.quantity]
+        if field_spec.type == "bool":
+            fields[field_spec.index] = "1" if value else "0"
+        elif field_spec.type == "str":
+            fields[field_spec.index] = str(value)
+        else:
+            raw = (float(value) - field_spec.offset) / field_spec.scale
+            fields[field_spec.index] = str(round(raw)) if field_spec.type == "int" else repr(raw)
+    return fields
+
+
+def _binary_frame(layout: BinaryLayout, values: dict[str, Value]) -> bytes:
+    codes = [c for c in layout.format[1:] if not c.isdigit()]
+    raws: list[int | float] = []
+    for code, field_spec in zip(codes, layout.fields, strict=False):
+        raw = (float(values.get(field_spec.quantity, 0.0)) - field_spec.offset) / field_spec.scale
+        raws.append(raw if code in "efd" else round(raw))
+    raws += [0] * (len(codes) - len(raws))
+    return encode_binary(struct.pack(layout.format, *raws))
+
+
+class ScenarioLineSimulator:
+    """Every serial-line device of a scenario on a pty of its own."""
+
+    def __init__(
+        self,
+        devices: list[SourceDevice],
+        *,
+        seed: int = 0,
+        fault_seed: int = 0,
+        max_chunk: int = 16,
+        pace: bool = False,
+    ) -> None:
+        self.devices = devices
+        self.seed = seed
+        self.max_chunk = max_chunk
+        self.pace = pace  # write at the device's line speed (a pty has none of its own)
+        self.sent: dict[str, int] = {d.id: 0 for d in devices}  # frames written per device
+        self.dropped_bytes = 0
+        self._profiles: dict[str, SerialLineProfile] = {}
+        for device in devices:
+            profile = device.profile_model
+            if not isinstance(profile, SerialLineProfile):
+                raise ValueError(f"{device.id}: {device.profile} is not a serial-line driver")
+            self._profiles[device.id] = profile
+        self._rng = random.Random(fault_seed)
+        self._ptys: dict[str, PtyPair] = {}
+
+    def open(self) -> dict[str, str]:
+        """Create the ptys; device id -> the path a reader opens."""
+        for device in self.devices:
+            if device.id not in self._ptys:
+                pty = PtyPair()
+                os.set_blocking(pty.master_fd, False)
+                self._ptys[device.id] = pty
+        return self.paths
+
+    @property
+    def paths(self) -> dict[str, str]:
+        return {device_id: pty.path for device_id, pty in self._ptys.items()}
+
+    def close(self) -> None:
+        for pty in self._ptys.values():
+            pty.close()
+        self._ptys.clear()
+
+    def values(self, device: SourceDevice, t: float) -> dict[str, Value]:
+        rng = sample_rng(self.seed, device.id, effective_time(device, t))
+        return values_at(device, t, rng)
+
+    def wire_bytes(self, device: SourceDevice, t: float) -> bytes:
+        """What `device` writes for its report at scenario time t."""
+        if silent_at(device, t):
+            return b""
+        frames = encode_frames(self._profiles[device.id], self.values(device, t))
+        fault = wire_fault_at(device, t)
+        if fault is not None and fault.kind == "garbage":
+            noise = bytes(self._rng.choice(_NOISE) for _ in range(self._rng.randint(4, 24)))
+            # Line noise, then each frame with its checksum (or CRC) corrupted.
+            return noise + b"".join(_corrupt(frame) for frame in frames)
+        self.sent[device.id] += len(frames)
+        return b"".join(frames)
+
+    async def report(self, t: float, device_ids: set[str] | None = None) -> None:
+        """Every (or the named) device writes its report for scenario time t."""
+        for device in self.devices:
+            if device_ids is None or device.id in device_ids:
+                await self._write(device, self.wire_bytes(device, t))
+
+    async def play(self, duration: float, *, speed: float = 1.0, loop: bool = False) -> None:
+        """Report every device every `interval` scenario seconds until the end."""
+        event_loop = asyncio.get_running_loop()
+        start = event_loop.time()
+        due = {d.id: 0.0 for d in self.devices}
+        while True:
+            elapsed = (event_loop.time() - start) * speed
+            if not loop and elapsed >= duration:
+                return
+            t = elapsed % duration if loop else elapsed
+            ready = {device_id for device_id, when in due.items() if elapsed >= when}
+            for device in self.devices:
+                if device.id in ready:
+                    due[device.id] = elapsed + device.interval
+            await self.report(t, ready)
+            await asyncio.sleep(max(0.005, (min(due.values()) - elapsed) / speed))
+
+    async def _write(self, device: SourceDevice, data: bytes) -> None:
+        pty = self._ptys.get(device.id)
+        if pty is None or not data:
+            return
+        settings = self._profiles[device.id].settings() if self.pace else None
+        pos = 0
+        while pos < len(data):
+            chunk = data[pos : pos + self._rng.randint(1, self.max_chunk)]
+            pos += len(chunk)
+            try:
+                os.write(pty.master_fd, chunk)
+            except BlockingIOError:
+                self.dropped_bytes += len(chunk)  # nobody reads and the pty buffer is full
+            if settings is not None:
+                await asyncio.sleep(settings.wire_time_s(len(chunk)))
+
+
+def _corrupt(frame: bytes) -> bytes:
+    if frame.startswith(b"$"):
+        star = frame.rindex(b"*")
+        wrong = (int(frame[star + 1 : star + 3], 16) ^ 0x5A) & 0xFF
+        return frame[: star + 1] + b"%02X\r\n" % wrong
+    return frame[:-3] + bytes((frame[-3] ^ 0xFF,)) + frame[-2:]  # flip a CRC byte
