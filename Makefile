@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench clean mosquitto faketime venv train
+.PHONY: demo test lint bench clean mosquitto faketime chromium venv train
 
 # $(call apt_install,PACKAGE,WHY): install a Debian package where we can (root + apt).
 define apt_install
@@ -43,7 +43,12 @@ faketime:
 demo: venv mosquitto
 	$(VENV)/bin/sentryline demo --out demo-out
 
-test: venv mosquitto faketime
+# Debian's chromium drives the dashboard's browser test (Playwright, no browser download).
+chromium:
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null 2>&1 || { \
+		$(call apt_install,chromium,the dashboard browser test needs it); }
+
+test: venv mosquitto faketime chromium
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
