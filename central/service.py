@@ -17,6 +17,8 @@ import uvicorn
 from central.api import create_app
 from central.auth import Authenticator, TokenStore
 from central.config import CentralConfig
+from central.dashboard import dashboard_router
+from central.delivery import Delivery, EventHub, feeds_router, webhooks_router
 from central.evaluator import QueueEvaluator
 from central.ingest import Inbound, IngestPipeline
 from central.leader import LeaderLock
@@ -64,12 +66,18 @@ class CentralService:
         self._client: aiomqtt.Client | None = None  # connected to the broker (for CAP)
         self._publishing = asyncio.Lock()  # one publisher of pending alerts at a time
         self.auth = Authenticator(TokenStore(self.store.db), config.auth.anonymous_role)
+        self.delivery = Delivery(self.store.db, EventHub(), lambda a: self.registry.info(a).site)
         self.app = create_app(
             self.store,
             self.counters,
             registry=self.registry,
             warnings=self.warnings,
             auth=self.auth,
+            routers=[
+                feeds_router(self.delivery),
+                webhooks_router(self.delivery),
+                dashboard_router(self.store.db),
+            ],
         )
         self.ready = asyncio.Event()
         self.http_port: int | None = None
@@ -110,6 +118,7 @@ class CentralService:
                         chores = tg.create_task(self._lead_when_elected(stop))
                     else:
                         chores = tg.create_task(self._chores(self.pipeline, stop))
+                    tg.create_task(self.delivery.run(stop))  # ends its streams on stop
                     await stop.wait()
                     server.should_exit = True
                     mqtt.cancel()
@@ -221,6 +230,7 @@ class CentralService:
                     issued += pipeline.tick(time.time()) or []
                 # else: liveness (sensor_offline) comes with IngestPipeline.tick (rules).
             if issued:
+                self.delivery.on_issued(issued)
                 await self._publish_if_connected()
             if mono >= next_retention:
                 next_retention = mono + self.config.retention.interval_s
@@ -299,6 +309,7 @@ class CentralService:
         self.counters["messages"] += len(batch)
         self.counters["batches"] += 1
         if issued:
+            self.delivery.on_issued(issued)
             await self._publish_pending(client)
 
     async def _confirm(self, client: aiomqtt.Client) -> None:
