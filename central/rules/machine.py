@@ -45,6 +45,8 @@ class Debounce:
 
     def step(self, s: LevelState, t: float, enter: int, hold: int, cap: int = NO_CAP) -> bool:
         """Advance ``s`` by one reading; True when the emitted level changed."""
+        if hold < enter:
+            hold = enter  # a reading that qualifies for a level also holds it
         if enter > s.level:
             s.down_run = 0
             if s.up_run == 0:

@@ -144,6 +144,7 @@ class ThermalRule:
         co = False
         if enter == 3 and self._co_rising(ctx, cam, t):
             enter, co = 4, True
+        hold = max(hold, enter)  # whatever qualifies for entry also holds
         if not self._debounce.step(cam.m, t, enter, hold, 1 if suspect else NO_CAP):
             return None
         level = level_of(cam.m.emitted)
