@@ -277,3 +277,36 @@ def _true(fn):
         return bool(fn())
 
     return predicate
+
+
+async def test_a_silent_coap_device_is_backed_off_and_read_again_when_it_answers():
+    """Polled every 0.1 s; silent, it is asked after 0.1, 0.2, 0.4, 0.8, 0.8 ... s (plus the
+    timeout each), not every 0.1 s; once it answers, the interval is back."""
+    from drivers.coap.client import CoapPoller, open_context
+    from gateway.sources import Backoff
+    from gateway.sources.coap import poll_with_backoff
+
+    sim = CoapSimulator(seed=5)
+    await sim.start("127.0.0.1", 0)
+    sim.set_fault("displacement", Fault.SILENT)
+    got: list[object] = []
+    ctx = await open_context()
+    poller = CoapPoller("d", sim.uri("displacement"), 0.1, got.extend, timeout=0.1, context=ctx)
+    task = asyncio.create_task(poll_with_backoff(poller, ctx, Backoff(0.1, 2.0, 0.8)))
+    try:
+        await asyncio.sleep(3.0)
+        silent_requests = poller.counters.requests
+        sim.set_fault("displacement", Fault.NONE)
+        await wait_until(_true(lambda: len(got) > 0), 5, "readings after the silence")
+        answered_at = poller.counters.ok
+        await asyncio.sleep(1.0)
+        healthy = poller.counters.ok - answered_at
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ctx.shutdown()
+        await sim.stop()
+    # Without backoff: 3 s / (0.1 + 0.1 timeout) = 15 requests; with it, about 6.
+    assert 4 <= silent_requests <= 8
+    assert poller.counters.errors["timeout"] == silent_requests
+    assert healthy >= 7  # ~10 in 1 s at 0.1 s: the interval is back
