@@ -15,13 +15,16 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from central.service import CentralService
+from cloud_bridge.senml import Record
+from drivers.ble import BleUnavailable
 from drivers.ble.bthome import BTHOME_SERVICE_UUID
+from drivers.ble.gatt import BleGattTransportConfig
 from drivers.ble.scanner import Advertisement
 from drivers.serial import SerialSettings
 from drivers.sim.coap_sim import CoapSimulator, Fault
@@ -30,6 +33,7 @@ from drivers.sim.scenario import load_scenario
 from drivers.sim.serial_sim import LineFaults, LineSensorSimulator, water_level
 from gateway.config import GatewayConfig
 from gateway.daemon import GatewayDaemon
+from gateway.sources.ble import BleSource, GattDevice
 from gateway.sources.serial_line import SerialLineSource
 from tests.test_e2e import central_config, running, wait_until
 
@@ -310,3 +314,64 @@ async def test_a_silent_coap_device_is_backed_off_and_read_again_when_it_answers
     assert 4 <= silent_requests <= 8
     assert poller.counters.errors["timeout"] == silent_requests
     assert healthy >= 7  # ~10 in 1 s at 0.1 s: the interval is back
+
+
+class FakeLink:
+    """One GATT peripheral behind a radio that is missing until `stack_up` is set."""
+
+    def __init__(self) -> None:
+        self.stack_up = False
+        self.callbacks: dict[str, Callable[[bytes], None]] = {}
+
+    async def connect(self, on_disconnect: Callable[[], None]) -> None:
+        if not self.stack_up:
+            raise BleUnavailable("BlueZ (bluetoothd) is not running on the system bus")
+
+    async def start_notify(self, uuid: str, callback: Callable[[bytes], None]) -> None:
+        self.callbacks[uuid] = callback
+
+    async def disconnect(self) -> None:
+        self.callbacks.clear()
+
+
+async def test_ble_gone_then_back_one_line_each_way(caplog):
+    """Two GATT devices, no BLE stack: one ERROR line for both, state 'unavailable', quiet
+    retries; when the stack comes back the devices are subscribed and read."""
+    links = {"C0:FF:EE:00:00:01": FakeLink(), "C0:FF:EE:00:00:02": FakeLink()}
+    batches: list[list[Record]] = []
+    ble = BleSource(
+        [],
+        [
+            GattDevice(
+                f"env-{n}", BleGattTransportConfig(type="ble-gatt", address=a, standard=("2a6e",))
+            )
+            for n, a in enumerate(links, 1)
+        ],
+        batches.append,
+        retry_s=0.2,
+        link_factory=lambda t: links[t.address],
+        clock=lambda: 1_780_000_000.0,
+    )
+    caplog.set_level(logging.DEBUG)
+    task = asyncio.create_task(ble.run())
+    try:
+        await wait_until(_true(lambda: ble.unavailable is not None), 5, "BLE verdict")
+        await asyncio.sleep(0.7)  # a few quiet retries
+        assert {h.state for h in ble.health().values()} == {"unavailable"}
+        for link in links.values():
+            link.stack_up = True
+        await wait_until(
+            _true(lambda: all(len(lk.callbacks) == 1 for lk in links.values())), 5, "subscribed"
+        )
+        for link in links.values():
+            next(iter(link.callbacks.values()))(bytes.fromhex("1009"))  # 23.20 °C
+        health = ble.health()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and "BlueZ (bluetoothd) is not running" in errors[0], errors
+    assert any("BLE available again" in r.getMessage() for r in caplog.records)
+    assert ble.outages == 1 and ble.unavailable is None
+    assert sorted(r.name for b in batches for r in b) == ["env-1/temperature", "env-2/temperature"]
+    assert health["env-1"].state == "ok" and health["env-1"].reads == 1
