@@ -57,9 +57,10 @@ class Central:
     clock: float = field(default_factory=lambda: time.time() - 600)
 
     @classmethod
-    def open(cls, path: Path) -> Central:
+    def open(cls, target: Path | str) -> Central:
+        """On a SQLite file (a path) or PostgreSQL (a URL)."""
         config = CentralConfig.model_validate({"assets": ASSETS})
-        store = Store(path)
+        store = Store(target)
         registry = AssetRegistry(config.assets, store.gateway_births(), db=store.db)
         warnings = WarningManager(store, config.cap, registry.info)
         pipeline = IngestPipeline(store, registry, warnings, [GasCh4Rule(config.rules.gas_ch4)])

@@ -8,12 +8,15 @@ import contextlib
 import json
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from central.delivery import Delivery, EventHub, feeds_router
 from central.delivery.hub import Event
+from tests.pgschema import private_schema
 from tests.test_delivery_support import Central, auth_for, eventually, serve
 
 YELLOW = [0.30, 0.30, 0.30]
@@ -62,8 +65,12 @@ async def listening(url: str, headers: dict | None = None):
             await task
 
 
-def make_app(tmp_path, **router_args):
-    central = Central.open(tmp_path / "c.db")
+def make_app(target, **router_args):
+    """The feeds router on a FastAPI app; ``target`` a directory (SQLite file in it), a
+    SQLite file path, or a PostgreSQL URL."""
+    if isinstance(target, Path) and target.is_dir():
+        target = target / "c.db"
+    central = Central.open(target)
     delivery = Delivery(central.store.db, EventHub(queue_size=16), central.asset_site)
     app = FastAPI()
     token = auth_for(app, central.store.db)
@@ -110,8 +117,19 @@ async def test_warnings_alerts_and_gateway_changes_arrive_live_and_resume_by_id(
     central.store.close()
 
 
-async def test_cleared_and_updated_warnings_are_told_as_such(tmp_path):
-    central, delivery, app, token = make_app(tmp_path)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_cleared_and_updated_warnings_are_told_as_such(tmp_path, backend):
+    with contextlib.ExitStack() as stack:
+        target = (
+            tmp_path / "c.db"
+            if backend == "sqlite"
+            else stack.enter_context(private_schema("t_sse"))
+        )
+        await _cleared_and_updated(make_app(target))
+
+
+async def _cleared_and_updated(made) -> None:
+    central, delivery, app, token = made
     async with serve(app) as base:
         url = f"{base}/api/v1/events"
         async with listening(url, {"Authorization": f"Bearer {token('viewer')}"}) as listener:

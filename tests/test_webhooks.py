@@ -11,10 +11,21 @@ import pytest
 
 from central.delivery import Delivery, EventHub, RetryPolicy
 from central.delivery.signing import sign, verify
+from tests.pgschema import private_schema
 from tests.test_delivery_support import Central, eventually, receiver
 
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.05, max_delay_s=0.5, jitter=0.0, timeout_s=2)
 YELLOW = [0.30, 0.30, 0.30]  # two samples over 25 %LEL: a yellow gas warning
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """Where central keeps its tables: a SQLite file, or a private PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield tmp_path / "c.db"
+        return
+    with private_schema("t_webhooks") as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
@@ -41,8 +52,8 @@ def test_signature_verifies_only_the_signed_body_secret_and_recent_time():
     assert not verify("s3cret-s3cret-s3cret", t_forged, body, now=1_800_000_200)
 
 
-async def test_delivery_is_retried_with_backoff_until_the_receiver_accepts(tmp_path):
-    central = Central.open(tmp_path / "c.db")
+async def test_delivery_is_retried_with_backoff_until_the_receiver_accepts(database):
+    central = Central.open(database)
     delivery = Delivery(central.store.db, EventHub(), central.asset_site, FAST)
     async with receiver(lambda n: 503 if n <= 2 else 200) as rx:
         sub, secret = delivery.webhooks.add_subscription(rx.url)
@@ -105,9 +116,9 @@ async def test_a_delivery_that_keeps_failing_becomes_a_dead_letter_and_can_be_re
     central.store.close()
 
 
-async def test_outstanding_deliveries_survive_a_restart(tmp_path):
+async def test_outstanding_deliveries_survive_a_restart(database):
     """The receiver is down; central stops; a new central on the same database delivers."""
-    path = tmp_path / "c.db"
+    path = database
     central = Central.open(path)
     delivery = Delivery(central.store.db, EventHub(), central.asset_site, FAST)
     async with receiver(lambda n: 200) as probe:

@@ -102,7 +102,17 @@ class WebhookStore:
         self.db = db
         self._asset_site = asset_site
         self._clock = clock
-        db.script(resources.files("central").joinpath("schema_delivery.sql").read_text())
+        schema = resources.files("central").joinpath("schema_delivery.sql").read_text()
+        if db.dialect == "postgresql":
+            with db.transaction():
+                # Workers starting together: concurrent CREATE … IF NOT EXISTS can collide.
+                db.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('sentryline.delivery'),"
+                    " hashtext(current_schema()))"
+                )
+                db.script(schema)
+        else:
+            db.script(schema)  # executescript commits by itself on SQLite
         # Deliveries start with the alerts issued after the first start, not the history.
         self.db.execute(
             "INSERT INTO delivery_cursor (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
