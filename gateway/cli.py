@@ -38,6 +38,31 @@ def run(
     asyncio.run(_run_until_signal(GatewayDaemon(cfg).run))
 
 
+@app.command("check")
+def check(
+    config: Path = typer.Option(..., "--config", "-c", help="gateway YAML file"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Validate a gateway config and show how each device will be read (exit 2 if invalid)."""
+    from gateway.config import load_gateway_config
+    from gateway.sources.build import describe_devices
+
+    cfg = config_or_exit(load_gateway_config, config)
+    rows = describe_devices(cfg)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("device", "transport", "driver", "reads", "where", "model", title=str(config))
+    for row in rows:
+        table.add_row(
+            *(str(row[k] or "-") for k in ("id", "transport", "driver", "reads", "where", "model"))
+        )
+    Console().print(table)
+
+
 @outbox_app.command("stats")
 def stats(
     db: Path = typer.Option(..., "--db", help="outbox SQLite file"),

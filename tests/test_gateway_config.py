@@ -176,3 +176,24 @@ def test_one_ble_identity_is_one_device(tmp_path):
         '  - id: b\n    transport: {type: ble-bthome, mac: "A4:C1:38:00:00:01"}\n'
     )
     assert any("'a' and 'b' are both A4:C1:38:00:00:01" in p for p in problems(tmp_path, text))
+
+
+def test_gateway_check_shows_how_each_device_is_read(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from provisioning.cli import app
+
+    runner = CliRunner()
+    path = tmp_path / "gw.yaml"
+    path.write_text(EVERY_TRANSPORT)
+    result = runner.invoke(app, ["gateway", "check", "--config", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in json.loads(result.output)}
+    assert rows["cam-1"]["reads"] == "observe" and rows["cam-1"]["model"] == "thermal"
+    assert rows["crack-1"]["reads"] == "poll 5 s"
+    assert rows["wl-1"]["where"] == "/dev/ttyUSB3" and rows["tag-1"]["reads"] == "advertisements"
+    path.write_text(EVERY_TRANSPORT.replace("profile: ble-tilt-tag", "profile: gas-detector"))
+    result = runner.invoke(app, ["gateway", "check", "--config", str(path)])
+    assert result.exit_code == 2 and "gw.yaml:21:" in result.output

@@ -40,7 +40,7 @@ from gateway.sources.serial_line import SerialLineSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SourceOptions", "build_sources", "frame_handler"]
+__all__ = ["SourceOptions", "build_sources", "describe_devices", "frame_handler"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,42 @@ def build_sources(
             )
         )
     return sources
+
+
+def describe_devices(cfg: GatewayConfig) -> list[dict[str, str | None]]:
+    """How each device will be read: transport, driver, poll/observe/push, where, model."""
+    rows: list[dict[str, str | None]] = []
+    for device in cfg.devices:
+        t = device.transport
+        reads = f"poll {device.poll_interval:g} s" if device.poll_interval else "push"
+        where: str
+        if isinstance(t, CoapTransportConfig):
+            effective = effective_coap(t, _profile(device))
+            where = effective.uri
+            if effective.mode == "observe":
+                reads = "observe"
+        elif isinstance(t, BleBthomeTransportConfig):
+            where = t.mac or f"name {t.name}"
+            reads = "advertisements"
+        elif isinstance(t, BleGattTransport):
+            where, reads = t.address, "notifications"
+        elif hasattr(t, "host"):
+            where = f"{t.host}:{t.port} unit {t.device_id}"  # type: ignore[union-attr]
+        else:
+            where = t.port  # type: ignore[union-attr]
+            if hasattr(t, "device_id"):
+                where += f" unit {t.device_id}"  # type: ignore[union-attr]
+        rows.append(
+            {
+                "id": device.id,
+                "transport": t.type,
+                "driver": device.profile,
+                "reads": reads,
+                "where": where,
+                "model": device.model.model if device.model is not None else None,
+            }
+        )
+    return rows
 
 
 def _serial_source(
