@@ -65,6 +65,7 @@ class WarningRow:
     late: bool = False
 
 
+_SCHEMA_LOCK = 0x5E47_5C00  # advisory lock key (with the schema's name) for schema changes
 # Rows per multi-row VALUES statement (SQLite allows 32,766 parameters; PostgreSQL 65,535).
 _VALUES_CHUNK = 400
 
@@ -85,10 +86,17 @@ class Store:
         self.dialect = self.db.dialect
         # Several workers: every new pack is also queued (pack_queue) for the one evaluator.
         self.queue_packs = queue_packs
-        schemas = resources.files("central")
-        for name in ("schema.sql", "schema_ops.sql"):
-            self.db.script(schemas.joinpath(name).read_text())
-        self._migrate()
+        if self.dialect == "postgresql":
+            with self.db.transaction():
+                # Workers starting together: one creates and migrates, the others wait
+                # (concurrent CREATE TABLE IF NOT EXISTS can fail on PostgreSQL).
+                self.db.execute(
+                    "SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))",
+                    (_SCHEMA_LOCK,),
+                )
+                self._create_schema()
+        else:
+            self._create_schema()  # executescript commits by itself: no outer transaction
         greatest = "MAX" if self.dialect == "sqlite" else "GREATEST"
         self._device_stats_sql = (
             "INSERT INTO device_stats (gateway, device, received, stored, duplicates, last_time)"
@@ -99,6 +107,12 @@ class Store:
             f" last_time = {greatest}(COALESCE(device_stats.last_time, 0),"
             " COALESCE(excluded.last_time, 0))"
         )
+
+    def _create_schema(self) -> None:
+        schemas = resources.files("central")
+        for name in ("schema.sql", "schema_ops.sql"):
+            self.db.script(schemas.joinpath(name).read_text())
+        self._migrate()
 
     def _columns(self, table: str) -> set[str]:
         if self.dialect == "sqlite":
