@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from central.cli import app as central_app
+from central.rules_cli import app as rules_app
 from drivers.ble.cli import app as ble_app
 from drivers.cli import bench_app, driver_app, sensor_app
 from drivers.coap.cli import app as coap_app
@@ -27,6 +28,7 @@ sensor_app.add_typer(coap_app, name="coap")
 sensor_app.add_typer(ble_app, name="ble")
 app.add_typer(sensor_app, name="sensor")
 app.add_typer(bench_app, name="bench")
+app.add_typer(rules_app, name="rules")
 app.command("demo")(demo)
 
 

@@ -335,7 +335,7 @@ class GasCh4EngineRule:
             return None
         self._emitted[series] = out
         level = level_of(out)
-        if tr is None:
+        if tr is None or tr.level != level:  # a cap or a confirmation moved the level
             tr = self.inner._transition(series, level, t, value)
         notes = []
         if confirmed:
@@ -346,17 +346,12 @@ class GasCh4EngineRule:
             notes.append("suspect reading: at most blue")
         trigger = dict(tr.trigger)
         trigger["CONFIRMED"] = "TRUE" if confirmed else "FALSE"
-        summary = tr.summary if level == tr.level else _relevel(tr.summary, level)
+        summary = tr.summary
         if notes:
             summary += "; " + "; ".join(notes)
         return dataclasses.replace(
             tr, level=level, trigger=trigger, summary=summary, rule_id=self.rule_id
         )
-
-
-def _relevel(summary: str, level: Level | None) -> str:
-    head = summary.split(":", 1)[0]
-    return f"{head}: {level}" if level else f"{head}: cleared"
 
 
 class CoDoseParams(RuleParams):
