@@ -321,6 +321,10 @@ class ScenarioLineSimulator:
     def paths(self) -> dict[str, str]:
         return {device_id: pty.path for device_id, pty in self._ptys.items()}
 
+    def settings(self, device_id: str) -> SerialSettings:
+        """The device's line settings per its profile (what a reader should open with)."""
+        return self._profiles[device_id].settings()
+
     def close(self) -> None:
         for pty in self._ptys.values():
             pty.close()
