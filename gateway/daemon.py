@@ -18,6 +18,7 @@ from cloud_bridge.outbox import PRIORITY_EVENT, PRIORITY_TELEMETRY, Outbox, Outb
 from cloud_bridge.senml import Record
 from cloud_bridge.uplink import Uplink
 from drivers.modbus.bus import ModbusBus
+from drivers.modbus.driver_decoder import DriverDecoders
 from drivers.modbus.profile import load_profile
 from drivers.modbus.rtu import ModbusRtuEndpoint
 from drivers.modbus.transport import ModbusTcpEndpoint
@@ -274,6 +275,7 @@ class GatewayDaemon:
 
         # One owner (endpoint + bus scheduler) per TCP endpoint or serial port.
         buses: dict[str, ModbusBus] = {}
+        decoders = DriverDecoders()
         for device in cfg.devices:
             t = device.transport
             if not isinstance(t, ModbusTcpTransport | ModbusRtuTransport):
@@ -294,8 +296,13 @@ class GatewayDaemon:
                     clock_synced=lambda: self.clock.synced,
                 )
             assert device.profile is not None and device.poll_interval is not None  # config
+            profile = load_profile(device.profile)
             buses[key].add_device(
-                device.id, load_profile(device.profile), t.device_id, device.poll_interval
+                device.id,
+                profile,
+                t.device_id,
+                device.poll_interval,
+                decoder=decoders.for_device(device.profile, profile),  # driver's decoder.py
             )
         # One owner per CoAP context, serial port and BLE radio; the same sink.
         sources = build_sources(

@@ -29,7 +29,6 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from statistics import median
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -308,33 +307,35 @@ class ReportFilter:
     # -- quality -------------------------------------------------------------------------
 
     def _check(self, series: _Series, record: Record) -> Record:
+        # The hot path of the gateway (every reading): plain comparisons, no allocations
+        # unless a flag changes.
         value = record.value
-        flagged = self.counters.flagged
-        if record.quality == QUALITY_FAIL:
-            flagged["gross_range"] += 1
-        if isinstance(value, bool | str) or not math.isfinite(value):
-            return record
-        if record.quality == QUALITY_FAIL:
+        quality = record.quality
+        if quality == QUALITY_FAIL:
+            self.counters.flagged["gross_range"] += 1
             return record  # an implausible value must not enter the histories
+        if isinstance(value, (bool, str)) or not math.isfinite(value):
+            return record
         policy = series.policy
         x = float(value)
-        results: list[int | None] = [record.quality]
+        flagged = self.counters.flagged
         if policy.spike_limit is not None:
             flag = self._spike(series, x, policy.spike_limit)
-            if flag is not None and flag != QUALITY_PASS:
-                flagged["spike"] += 1
-            results.append(flag)
+            if flag is not None:
+                if flag != QUALITY_PASS:
+                    flagged["spike"] += 1
+                quality = _worse(quality, flag)
         if policy.flat_repeats is not None:
             flag = self._flat_line(series, record.time, x)
             if flag != QUALITY_PASS:
                 flagged["flat_line"] += 1
-            results.append(flag)
+            quality = _worse(quality, flag)
         if policy.rate_max_per_s is not None:
             flag = self._rate(series, record.time, x, policy.rate_max_per_s)
-            if flag is not None and flag != QUALITY_PASS:
-                flagged["rate_of_change"] += 1
-            results.append(flag)
-        quality = worst(*results)
+            if flag is not None:
+                if flag != QUALITY_PASS:
+                    flagged["rate_of_change"] += 1
+                quality = _worse(quality, flag)
         return record if quality == record.quality else replace(record, quality=quality)
 
     @staticmethod
@@ -343,7 +344,7 @@ class ReportFilter:
         if len(recent) < 2:
             recent.append(x)
             return None  # not enough history to judge
-        if abs(x - median(recent)) <= limit:
+        if abs(x - _median(recent)) <= limit:
             recent.append(x)
             series.spike_pending = None
             return QUALITY_PASS
@@ -412,6 +413,21 @@ class ReportFilter:
         if _moved(series.sent_value, record.value, policy):
             return "change"
         return None
+
+
+def _worse(current: int | None, flag: int) -> int:
+    if current is None:
+        return flag
+    return flag if _RANK.get(flag, 3) > _RANK.get(current, 3) else current
+
+
+def _median(values: deque[float]) -> float:
+    # statistics.median type-checks every value; this is the same number, several x faster.
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _moved(last: object, value: object, policy: SeriesPolicy) -> bool:

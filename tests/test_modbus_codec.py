@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from drivers.modbus.codec import (
     CodecError,
+    compile_request,
     decode_point,
     decode_request,
     encode_image,
@@ -283,3 +284,66 @@ def test_short_block_raises_codec_error() -> None:
 
 def test_decode_point_direct() -> None:
     assert decode_point(point(type="int32"), [0xFFFF, 0xFFFF]) == -1
+
+
+# --- compile_request: the gateway's precompiled decoder -----------------------------------
+
+_NUMERIC = ["int16", "uint16", "int32", "uint32", "float32", "float64"]
+
+
+@st.composite
+def _any_point(draw: Any, address: int) -> PointSpec:
+    kind = draw(st.sampled_from(["number", "enum", "bit", "bool", "coil"]))
+    if kind == "coil":
+        return PointSpec(name="p", table="coil", address=address)
+    if kind == "bit":
+        return PointSpec(name="p", table="holding", address=address, bit=draw(st.integers(0, 15)))
+    if kind == "bool":
+        return PointSpec(name="p", table="holding", address=address, type="bool")
+    orders = {
+        "word_order": draw(st.sampled_from(["big", "little"])),
+        "byte_order": draw(st.sampled_from(["big", "little"])),
+    }
+    if kind == "enum":
+        dtype = draw(st.sampled_from(["int16", "uint16", "uint32"]))
+        return PointSpec(
+            name="p", table="input", address=address, type=dtype, enum={0: "a", 1: "b"}, **orders
+        )
+    return PointSpec(
+        name="p",
+        table="input",
+        address=address,
+        type=draw(st.sampled_from(_NUMERIC)),
+        scale=draw(st.sampled_from([1.0, 0.1, 0.01, 0.001, 2.5, -0.5])),
+        offset=draw(st.sampled_from([0.0, -40.0, 3.25])),
+        **orders,
+    )
+
+
+@given(st.data())
+def test_compiled_request_decodes_exactly_like_decode_request(data: st.DataObject) -> None:
+    points, address = [], 3
+    for i in range(data.draw(st.integers(1, 5))):
+        point = data.draw(_any_point(address)).model_copy(update={"name": f"p{i}"})
+        if point.table == "coil":  # one table per request
+            point = PointSpec(name=f"p{i}", table="input", address=address, bit=i % 16)
+        points.append(point)
+        address = point.end + data.draw(st.integers(0, 2))
+    request = ReadRequest("input", 3, address - 3, tuple(points))
+    words = data.draw(
+        st.lists(st.integers(0, 0xFFFF), min_size=request.count, max_size=request.count + 2)
+    )
+    compiled = compile_request(request)(words)
+    expected = decode_request(request, words)
+    assert compiled.keys() == expected.keys()
+    for name, value in expected.items():
+        got = compiled[name]
+        assert type(got) is type(value)
+        assert got == value or (math.isnan(value) and math.isnan(got)), name
+
+
+def test_compiled_request_reports_a_short_block_like_decode_request() -> None:
+    point = PointSpec(name="t", table="input", address=4, type="float32")
+    request = ReadRequest("input", 4, 2, (point,))
+    with pytest.raises(CodecError, match=r"needs offsets 0\.\.1"):
+        compile_request(request)([1])

@@ -19,11 +19,11 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from cloud_bridge.senml import Record
-from drivers.modbus.codec import CodecError, Value, decode_request
+from drivers.modbus.codec import CodecError, RequestDecoder, Value, compile_request
 from drivers.modbus.planner import ReadRequest, plan_reads
 from drivers.modbus.profile import DeviceProfile, PointSpec
 from drivers.modbus.transport import ModbusReadError
@@ -36,6 +36,7 @@ __all__ = [
     "BackoffPolicy",
     "BusEndpoint",
     "ModbusBus",
+    "PointDecoder",
     "SlaveCounters",
     "gross_range_quality",
     "point_records",
@@ -52,6 +53,13 @@ class BusEndpoint(Protocol):
     def label(self) -> str: ...
 
     async def read(self, request: ReadRequest, device_id: int) -> list[int] | list[bool]: ...
+
+
+class PointDecoder(Protocol):
+    """A driver's decoder.py class (drivers/registry.py Decoder): one poll's decoded values
+    in, values out, both named by profile points (vendor formats a map cannot express)."""
+
+    def decode(self, values: Mapping[str, Value]) -> dict[str, Value]: ...
 
 
 # --- normalisation (shared by every Modbus poller) ----------------------------------------
@@ -160,6 +168,9 @@ class _Slave:
     requests: list[ReadRequest]
     points: dict[str, PointSpec]
     counters: SlaveCounters
+    decoder: PointDecoder | None = None
+    # One compiled decoder per request (built once, like the plan).
+    decoders: list[RequestDecoder] = field(default_factory=list)
     origin: float = 0.0  # loop time of tick 0
     tick: int = 0
     due: float = 0.0
@@ -196,9 +207,11 @@ class ModbusBus:
         unit_id: int,
         interval_s: float,
         phase_s: float | None = None,
+        decoder: PointDecoder | None = None,
     ) -> SlaveCounters:
         """Register a slave before run(). `phase_s`: offset of its ticks; by default the
-        slaves are spread evenly over their interval so they do not all fall due at once."""
+        slaves are spread evenly over their interval so they do not all fall due at once.
+        `decoder`: the driver's decoder.py, applied to every poll's values."""
         if name in self._slaves:
             raise ValueError(f"device {name!r} is already on this bus")
         if any(s.unit_id == unit_id for s in self._slaves.values()):
@@ -213,7 +226,9 @@ class ModbusBus:
             plan_reads(profile),  # compiled once per config, not per poll
             {p.name: p for p in profile.points},
             SlaveCounters(),
+            decoder,
         )
+        slave.decoders = [compile_request(r) for r in slave.requests]
         self._slaves[name] = slave
         return slave.counters
 
@@ -222,13 +237,15 @@ class ModbusBus:
         slave = self._slaves[name]
         values: dict[str, Value] = {}
         read_time = 0.0
-        for request in slave.requests:
+        for request, decode in zip(slave.requests, slave.decoders, strict=True):
             words = await self.endpoint.read(request, slave.unit_id)
             read_time = self._clock()  # when the registers arrived
             try:
-                values.update(decode_request(request, words))
+                values.update(decode(words))
             except CodecError as exc:
                 raise ModbusReadError("decode", f"{name}: {exc}") from None
+        if slave.decoder is not None:
+            values = _apply_decoder(name, slave, values)
         return point_records(
             name, slave.points, values, read_time, slave.interval_s, self._clock_synced()
         )
@@ -308,3 +325,20 @@ class ModbusBus:
             slave.counters.skipped_ticks += tick - slave.tick - 1
         slave.tick = tick
         slave.due = slave.origin + tick * slave.interval_s
+
+
+def _apply_decoder(name: str, slave: _Slave, values: dict[str, Value]) -> dict[str, Value]:
+    """The driver's post-processing; whatever it gets wrong is a decode error of this poll
+    (counted, the device's other polls go on), never a crash of the bus."""
+    assert slave.decoder is not None
+    try:
+        out = slave.decoder.decode(values)
+    except Exception as exc:  # the driver maintainer's code: any failure is this poll's
+        raise ModbusReadError("decode", f"{name}: decoder failed: {exc!r}") from None
+    unknown = sorted(k for k in out if k not in slave.points)
+    if unknown:
+        raise ModbusReadError("decode", f"{name}: decoder returned non-points {unknown}")
+    bad = sorted(k for k, v in out.items() if not isinstance(v, bool | int | float | str))
+    if bad:
+        raise ModbusReadError("decode", f"{name}: decoder returned non-SenML values for {bad}")
+    return out
