@@ -202,3 +202,28 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_streaming(
     assert [e["data"]["n"] for e in healthy.events] == list(range(200))
     assert delivery.hub.dropped_clients == 1
     central.store.close()
+
+
+async def test_an_acknowledgement_made_elsewhere_reaches_listeners(tmp_path):
+    central, delivery, app, token = make_app(tmp_path, keepalive_s=5)
+    delivery.watch_interval_s = 0.2
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(delivery.run(stop))
+    async with serve(app) as base:
+        url = f"{base}/api/v1/events?access_token={token('viewer')}"
+        async with listening(url) as listener:
+            delivery.on_issued(central.gas("gas-1", YELLOW))
+            [warning] = central.store.list_warnings()
+            # What the API's ack endpoint does (central/warnings.py), outside delivery.
+            central.pipeline.warnings.acknowledge(warning["id"], "op-anna")
+            await eventually(
+                lambda: any(e["data"].get("change") == "acknowledged" for e in listener.events),
+                5,
+                "the acknowledgement (seen by the watcher)",
+            )
+    stop.set()
+    await asyncio.wait_for(watcher, 10)
+    [acked] = [e["data"] for e in listener.events if e["data"].get("change") == "acknowledged"]
+    assert acked["id"] == warning["id"] and acked["acknowledged_by"] == "op-anna"
+    assert acked["active"] is True and acked["level"] == "yellow"
+    central.store.close()

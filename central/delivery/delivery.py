@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from central.db import Database
@@ -75,12 +75,14 @@ class Delivery:
         """Publish new CAP messages and warning and gateway changes since the last look."""
         for row in self._new_alerts():
             self.hub.publish("alert", row)
-        warnings = self._warning_snapshot()
+        # The active warnings, and those active last time (to see them cleared): bounded by
+        # what is going on now, not by the history in the table.
+        warnings = self._warning_snapshot(self._warnings.keys())
         for wid, row in warnings.items():
             before = self._warnings.get(wid)
             if before != row:
                 self.hub.publish("warning", row | {"change": _change(before, row)})
-        self._warnings = warnings
+        self._warnings = {wid: row for wid, row in warnings.items() if row["active"]}
         gateways = self._gateway_snapshot()
         for gw, row in gateways.items():
             before = self._gateways.get(gw)
@@ -156,17 +158,21 @@ class Delivery:
         }
 
     # -- snapshots -------------------------------------------------------------------------
-    def _warning_snapshot(self) -> dict[str, dict[str, Any]]:
+    def _warning_snapshot(self, also: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+        """Active warnings, plus the ones named in ``also`` whatever their state."""
         acked = "acknowledged_at" in self.db.columns("warning_ops")
+        ids = list(also)
         sql = (
             "SELECT w.id, w.asset, w.warning_type, w.level, w.active, w.raised_event_time,"
             " w.updated_event_time, w.cleared_event_time, w.late"
             + (", o.acknowledged_by, o.acknowledged_at" if acked else "")
             + " FROM warnings w"
             + (" LEFT JOIN warning_ops o ON o.warning_id = w.id" if acked else "")
+            + " WHERE w.active = 1"
+            + (f" OR w.id IN ({', '.join('?' * len(ids))})" if ids else "")
         )
         snapshot: dict[str, dict[str, Any]] = {}
-        for r in self.db.execute(sql).fetchall():
+        for r in self.db.execute(sql, ids).fetchall():
             row = dict(zip(_WARNING_FIELDS, r[:9], strict=True))
             row["active"], row["late"] = bool(row["active"]), bool(row["late"])
             row["acknowledged_by"] = r[9] if acked else None
