@@ -29,6 +29,7 @@ from central.rules.machine import NO_CAP, Debounce, LevelState, rank_up
 from central.rules.params import Levels, RuleParams
 
 WARNING = "displacement"
+_UNSET = object()
 DAY = 86400.0
 
 
@@ -97,6 +98,11 @@ class DisplacementRule:
         self.steady = meta_float(info, "steady_velocity_per_day")
         self.tangent_q = params.tangent_quantity or info.meta.get("tangent_quantity")
         self._enter = params.fractions.tuple()
+        self._controls: dict[str, float | None] = {}
+        self._rate_controls: dict[str, float | None] = {}
+        self._counted_at = -math.inf
+        self._n = 0
+        self._agreed = 0
         self._hold = tuple(x - params.hysteresis for x in self._enter)
 
     def _control(self, key: str, quantity: str) -> float | None:
@@ -117,7 +123,10 @@ class DisplacementRule:
         s = self._series.get(series)
         if s is None:
             s = self._series[series] = _Series()
-        control = self._control("control_value", quantity)
+        control = self._controls.get(quantity, _UNSET)
+        if control is _UNSET:
+            control = self._controls[quantity] = self._control("control_value", quantity)
+            self._rate_controls[quantity] = self._control("control_rate", quantity)
         if s.last is not None and control and abs(value - s.last) > p.step_fraction * control:
             s.offset += value - s.last  # a single step: re-baseline, do not warn
             s.steps += 1
@@ -133,22 +142,27 @@ class DisplacementRule:
         if control:
             frac = abs(v) / control
             rank, hold = rank_up(frac, self._enter), rank_up(frac, self._hold)  # type: ignore[arg-type]
-        rate_control = self._control("control_rate", quantity)
+        rate_control = self._rate_controls[quantity]
         if rate_control and s.hist[0][0] <= t - p.rate_window_s:
             old = next(x for tt, x in s.hist if tt >= t - p.rate_window_s)
             rate_frac = abs(v - old) / (rate_control * p.rate_window_s / DAY)
             rank = max(rank, rank_up(rate_frac, self._enter))
             hold = max(hold, rank_up(rate_frac, self._hold))  # type: ignore[arg-type]
         cap = 1 if suspect else NO_CAP
-        self._debounce.step(s.m, t, rank, hold, NO_CAP)
-        levels = sorted(
-            (x.m.emitted for x in self._series.values() if t - x.seen <= p.consensus_max_age_s),
-            reverse=True,
-        )
-        k = min(p.k, len(levels))
-        agreed = levels[k - 1] if k else 0
+        changed = self._debounce.step(s.m, t, rank, hold, NO_CAP)
         c = self._consensus
-        new = min(agreed, cap)
+        # The k-th highest level changes only when a series' level does, or when a series
+        # ages out of the consensus: recompute then, not on every reading.
+        if changed or cap != NO_CAP or c.emitted or t - self._counted_at >= 3600.0:
+            self._counted_at = t
+            levels = sorted(
+                (x.m.emitted for x in self._series.values() if t - x.seen <= p.consensus_max_age_s),
+                reverse=True,
+            )
+            self._n, k = len(levels), min(p.k, len(levels))
+            self._agreed = levels[k - 1] if k else 0
+        k, levels_n = min(p.k, self._n), self._n
+        new = min(self._agreed, cap)
         if new != c.emitted:
             c.emitted = c.level = new
             out.append(
@@ -162,10 +176,10 @@ class DisplacementRule:
                         "QUANTITY": quantity,
                         "CONTROL_FRACTION": f"{frac:.3f}",
                         "RATE_FRACTION": f"{rate_frac:.3f}",
-                        "AGREEING": f"{k}/{len(levels)}",
+                        "AGREEING": f"{k}/{levels_n}",
                     },
                     f"{quantity} at {frac * 100:.0f} % of its control value, rate at "
-                    f"{rate_frac * 100:.0f} %; {k} of {len(levels)} sensors agree: "
+                    f"{rate_frac * 100:.0f} %; {k} of {levels_n} sensors agree: "
                     f"{level_of(new) or 'cleared'}",
                 )
             )
