@@ -2,7 +2,9 @@
 
 The folder has everything the registry and the contract suite need (manifest, a profile
 with two example points, a scenario, a README), so a maintainer starts from green and
-edits towards the real device, running the contract after each step.
+edits towards the real device, running the contract after each step. Every transport with
+a simulator can be scaffolded: modbus-tcp, modbus-rtu (a register map), coap (a SenML
+resource), serial-line (an NMEA-style sentence), ble-bthome (BTHome objects).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from drivers.registry import (
 __all__ = ["FAMILIES", "TRANSPORTS", "ScaffoldError", "scaffold_driver"]
 
 FAMILIES: tuple[str, ...] = get_args(Family)
-TRANSPORTS: tuple[str, ...] = get_args(Transport)
+# ble-gatt has no simulator yet, so a scaffold could not pass the contract's wire checks.
+TRANSPORTS: tuple[str, ...] = tuple(t for t in get_args(Transport) if t != "ble-gatt")
+_MODBUS = ("modbus-tcp", "modbus-rtu")
 
 
 class ScaffoldError(ValueError):
@@ -88,11 +92,18 @@ def scaffold_driver(
     except FileExistsError:
         raise ScaffoldError(f"{folder} already exists; nothing was written") from None
     example = _EXAMPLES[family]
+    if transport in _MODBUS:
+        profile, scenario = _profile(name, family, transport, example), _scenario(name, example)
+        readme = _readme(name, family, transport, example)
+    else:
+        profile = _SOURCE_PROFILES[transport](name, family, example)
+        scenario = _source_scenario(name, transport, example)
+        readme = _source_readme(name, family, transport, example)
     files = {
         MANIFEST_FILE: _manifest(name, family, transport),
-        PROFILE_FILE: _profile(name, family, transport, example),
-        SCENARIO_FILE: _scenario(name, example),
-        README_FILE: _readme(name, family, transport, example),
+        PROFILE_FILE: profile,
+        SCENARIO_FILE: scenario,
+        README_FILE: readme,
     }
     for file_name, text in files.items():
         (folder / file_name).write_text(text, encoding="utf-8")
@@ -101,7 +112,8 @@ def scaffold_driver(
 
 def _manifest(name: str, family: str, transport: str) -> str:
     return f"""\
-# The driver's identity; the register map is profile.yaml. See docs/drivers.md.
+# The driver's identity; the device model (register map, payload, sentences, objects) is
+# profile.yaml. See docs/drivers.md.
 name: {name}
 family: {family}
 transport: {transport}
@@ -201,4 +213,177 @@ Family: {family}. Check the driver with `sentryline driver check {name}` (or
 this folder's parent while it lives outside hardware/sensors.
 
 Quirks: TODO (word order, registers that must not be read, warm-up time, ...).
+"""
+
+
+# --- the other transports --------------------------------------------------------------------
+
+
+def _points_yaml(example: _Example) -> str:
+    return f"""\
+points:
+  - name: {example.name}
+    unit: "{example.unit}"
+    range: [{example.low:g}, {example.high:g}]
+    description: {example.description} (example point)
+  - name: fault
+    kind: bool
+    description: Device fault flag (example point)
+"""
+
+
+def _coap_profile(name: str, family: str, example: _Example) -> str:
+    return f"""\
+# CoAP device model of {name}: the resource the device serves and how its payload reads.
+# Field reference: docs/drivers.md ("CoAP profiles").
+name: {name}
+family: {family}
+transport: coap
+manufacturer: TODO
+description: TODO one line on the resource and its payload
+path: /data             # the resource on the device
+mode: poll              # poll (GET every poll interval) or observe (the device notifies)
+payload: senml          # senml, or plain with a `plain:` field map
+# accept: senml+cbor    # ask for CBOR if the device offers it
+names:                  # the device's SenML record names -> quantities, where they differ
+  {example.name}_raw: {example.name}
+
+{_points_yaml(example)}"""
+
+
+def _serial_profile(name: str, family: str, example: _Example) -> str:
+    return f"""\
+# Serial-line device model of {name}: the sentences it writes on its own and their fields.
+# Field reference: docs/drivers.md ("Serial-line profiles").
+name: {name}
+family: {family}
+transport: serial-line
+manufacturer: TODO
+description: TODO one line on the sentences and how often they come
+framing: nmea           # $ID,field,field*HH lines; or binary with a `binary:` struct layout
+serial: {{baudrate: 9600, parity: N, stopbits: 1, bytesize: 8}}
+update_time: 1          # seconds between reports
+sentences:
+  DATA:                 # $DATA,<{example.name}>,<fault 1/0>*HH
+    count: 2
+    fields:
+      - {{index: 0, quantity: {example.name}}}
+      - {{index: 1, quantity: fault, type: bool}}
+
+{_points_yaml(example)}"""
+
+
+def _bthome_profile(name: str, family: str, example: _Example) -> str:
+    del example  # BTHome objects have fixed meanings: start from the two every tag has
+    return f"""\
+# BTHome v2 device model of {name}: which advertised objects become which quantities.
+# Field reference: docs/drivers.md ("BLE profiles"); object ids: bthome.io/format.
+name: {name}
+family: {family}
+transport: ble-bthome
+manufacturer: TODO
+description: TODO one line on the tag and what it advertises
+bthome:
+  update_interval_s: 30     # the advertising period
+  local_name: TODO-NAME     # the name it advertises, if any
+  objects:                  # measurement -> quantity (plain rename, or with scale/offset)
+    temperature: temperature
+    battery: battery
+
+points:
+  - name: temperature
+    unit: Cel
+    range: [-40, 85]
+    description: Tag temperature (example point)
+  - name: battery
+    unit: "%EL"
+    range: [0, 100]
+    description: Battery level (example point)
+"""
+
+
+_SOURCE_PROFILES = {
+    "coap": _coap_profile,
+    "serial-line": _serial_profile,
+    "ble-bthome": _bthome_profile,
+}
+
+
+def _source_scenario(name: str, transport: str, example: _Example) -> str:
+    if transport == "ble-bthome":
+        definitions = """\
+    signals:
+      temperature:
+        baseline: 21
+        noise: 0.05
+        phases:
+          - {at: 10, ramp_to: 30, over: 40}
+      battery: {baseline: 88}
+    faults:
+      - {at: 20, kind: spike, point: temperature, value: 80}
+      - {at: 45, until: 48, kind: silent}
+      - {at: 50, until: 52, kind: garbage}
+"""
+    else:
+        definitions = f"""\
+    values:
+      fault: false
+    signals:
+      {example.name}:
+        baseline: {example.baseline:g}
+        noise: {example.noise:g}
+        phases:
+          - {{at: 10, ramp_to: {example.peak:g}, over: 20}}
+          - {{at: 30, hold: 10}}
+          - {{at: 40, ramp_to: {example.baseline:g}, over: 15}}
+    faults:
+      - {{at: 20, kind: spike, point: {example.name}, value: {example.high:g}}}
+      - {{at: 45, until: 48, kind: silent}}
+      - {{at: 50, until: 52, kind: garbage}}
+"""
+    return f"""\
+# Contract scenario of {name}: what the simulator sends over {transport} and the contract
+# tests read back. Every point of the profile needs a value or a signal here. Faults the
+# simulator can show (docs/drivers.md "Scenario"): stuck, spike, silent, garbage, and on
+# CoAP slow.
+name: {name}-contract
+description: TODO what happens to the device in this scenario
+duration: 60
+
+devices:
+  - id: {name}-1
+    profile: {name}
+    interval: 1           # seconds between reports
+{definitions}"""
+
+
+def _source_readme(name: str, family: str, transport: str, example: _Example) -> str:
+    if transport == "ble-bthome":
+        table = """\
+| BTHome object | Quantity | Unit | Range |
+|---|---|---|---|
+| 0x02 temperature | `temperature` | `Cel` | -40..85 |
+| 0x01 battery | `battery` | `%EL` | 0..100 |
+"""
+    else:
+        where = {"coap": f"SenML `{example.name}_raw`", "serial-line": "`$DATA` field 0"}
+        flag = {"coap": "SenML `fault` (vb)", "serial-line": "`$DATA` field 1 (1/0)"}
+        table = f"""\
+| Quantity | On the wire | Unit | Range |
+|---|---|---|---|
+| `{example.name}` | {where[transport]} | `{example.unit}` | {example.low:g}..{example.high:g} |
+| `fault` | {flag[transport]} | bool | |
+"""
+    return f"""\
+# {name}
+
+TODO: the device (vendor, model, what it measures, where it is installed) and how it is
+reached over {transport} (address, line settings, advertising name).
+
+{table}
+Family: {family}. Check the driver with `sentryline driver check {name}` (or
+`pytest tests/test_driver_contract.py -k {name}`), with `SENTRYLINE_DRIVER_PATH` set to
+this folder's parent while it lives outside hardware/sensors.
+
+Quirks: TODO (timing, firmware versions, values that need care).
 """

@@ -321,7 +321,10 @@ def test_a_broken_entry_point_is_reported_not_fatal(
 
 @pytest.mark.parametrize(
     ("family", "transport"),
-    [(f, "modbus-tcp") for f in FAMILIES] + [("water", "modbus-rtu")],
+    [(f, "modbus-tcp") for f in FAMILIES]
+    + [("water", "modbus-rtu")]
+    + [("thermal", "coap"), ("displacement", "coap"), ("water", "serial-line")]
+    + [("gas", "serial-line"), ("other", "ble-bthome"), ("displacement", "ble-bthome")],
 )
 def test_scaffold_passes_the_contract_unchanged(
     family: str, transport: str, driver_path: Path
@@ -338,9 +341,10 @@ def test_scaffold_passes_the_contract_unchanged(
     assert len(driver.profile().points) == 2
     results = asyncio.run(run_contract(driver))
     assert [(r.name, r.ok, r.detail) for r in results if not r.ok] == []
+    plan = ["plan"] if driver.is_modbus else []  # only a register map has a read plan
     assert [r.name for r in results] == [
         "manifest",
-        "plan",
+        *plan,
         "senml",
         "ranges",
         "scenario",
@@ -360,6 +364,37 @@ def test_scaffold_refuses_bad_names_and_never_overwrites(tmp_path: Path) -> None
     with pytest.raises(ScaffoldError, match="already exists"):
         scaffold_driver("x", tmp_path)
     assert (folder / "profile.yaml").read_text() == "mine"
+
+
+def test_scaffold_refuses_a_transport_without_a_simulator(tmp_path: Path) -> None:
+    with pytest.raises(ScaffoldError, match=r"transport 'ble-gatt': one of .*coap"):
+        scaffold_driver("x", tmp_path, transport="ble-gatt")
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_driver_new_of_another_transport_passes_check(driver_path: Path) -> None:
+    args = ["driver", "new", "river-gauge", "--family", "water", "--transport", "serial-line"]
+    result = runner.invoke(cli(), [*args, "--dir", str(driver_path)])
+    assert result.exit_code == 0, result.stderr
+    checked = runner.invoke(cli(), ["driver", "check", "river-gauge"])
+    assert checked.exit_code == 0, checked.stdout
+    lines = [line.split()[:2] for line in checked.stdout.splitlines()]
+    assert lines == [
+        ["ok", "manifest"],
+        ["ok", "senml"],
+        ["ok", "ranges"],
+        ["ok", "scenario"],
+        ["ok", "decoder"],
+        ["ok", "wire"],
+        ["ok", "faults"],
+    ]
+    listed = json.loads(runner.invoke(cli(), ["driver", "list", "--json"]).stdout)
+    entry = next(d for d in listed if d["name"] == "river-gauge")
+    assert (entry["family"], entry["transport"], entry["source"]) == (
+        "water",
+        "serial-line",
+        "path",
+    )
 
 
 def test_cli_driver_new_prints_the_folder(driver_path: Path) -> None:
@@ -386,8 +421,15 @@ def test_cli_driver_list_and_check() -> None:
         line.split()[:5] == ["rain-gauge", "water", "modbus-rtu", "1.0.0", "built-in"]
         for line in lines
     )
+    assert any(
+        line.split()[:5] == ["thermal-camera", "thermal", "coap", "1.0.0", "built-in"]
+        for line in lines
+    )
     listed = json.loads(runner.invoke(cli(), ["driver", "list", "--json"]).stdout)
     assert {d["name"] for d in listed} >= {"gas-detector", "elevator-monitor"}
+    transports = {d["name"]: (d["family"], d["transport"]) for d in listed}
+    assert transports["ble-tilt-tag"] == ("displacement", "ble-bthome")
+    assert transports["water-level-serial"] == ("water", "serial-line")
     checked = runner.invoke(cli(), ["driver", "check", "elevator-monitor"])
     assert checked.exit_code == 0, checked.stdout
     assert [line.split()[:2] for line in checked.stdout.splitlines()][-2:] == [
