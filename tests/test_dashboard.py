@@ -224,6 +224,14 @@ async def test_dashboard_shows_plan_live_warnings_ack_and_charts(tmp_path, mosqu
                     await bad.click("#login-form button[type=submit]")
                     await bad.wait_for_selector("#login-error:has-text('refused')")
                     assert errors == [] and outside == []
+
+                    # Stopping central with pages still streaming events is prompt: the
+                    # streams end with the service instead of holding the HTTP server.
+                    assert await page.evaluate("document.body.dataset.live") == "1"
+                    began = time.monotonic()
+                    stop.set()
+                    await asyncio.wait_for(service, 15)
+                    assert time.monotonic() - began < 10
                 finally:
                     await browser.close()
         await api.aclose()
