@@ -26,6 +26,7 @@ from drivers.ble import BleUnavailable
 from drivers.ble.bthome import BTHOME_SERVICE_UUID
 from drivers.ble.gatt import BleGattTransportConfig
 from drivers.ble.scanner import Advertisement
+from drivers.coap.client import CoapTransportConfig
 from drivers.serial import SerialSettings
 from drivers.sim.coap_sim import CoapSimulator, Fault
 from drivers.sim.modbus_server import ModbusSimulator
@@ -375,3 +376,40 @@ async def test_ble_gone_then_back_one_line_each_way(caplog):
     assert ble.outages == 1 and ble.unavailable is None
     assert sorted(r.name for b in batches for r in b) == ["env-1/temperature", "env-2/temperature"]
     assert health["env-1"].state == "ok" and health["env-1"].reads == 1
+
+
+async def test_readings_are_stamped_by_the_gateway_clock_with_its_sync_state():
+    """Serial frames and a CoAP pack without times take the gateway clock's time when read,
+    and say the clock was not synchronised (central corrects them once it is)."""
+    from gateway.sources.coap import CoapDevice, CoapSource
+
+    now = 1_780_000_123.5
+    got: list[Record] = []
+    line = LineSensorSimulator(water_level(), interval_s=0.05)
+    serial = SerialLineSource(
+        "wl",
+        line.open(),
+        SerialSettings(),
+        got.extend,
+        clock=lambda: now,
+        clock_synced=lambda: False,
+    )
+    sim = CoapSimulator(notify_ms=100, seed=6)
+    await sim.start("127.0.0.1", 0)
+    cam = CoapTransportConfig(type="coap", uri=sim.uri("thermal"), timeout=1.0)
+    coap = CoapSource(
+        [CoapDevice("cam", cam, 0.1)], got.extend, clock=lambda: now, clock_synced=lambda: False
+    )
+    tasks = [asyncio.create_task(t) for t in (serial.run(), coap.run(), line.run())]
+    try:
+        await wait_until(
+            _true(lambda: {r.device for r in got} == {"wl", "cam"}), 10, "both sources read"
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        line.close()
+        await sim.stop()
+    assert {r.time for r in got} == {now}
+    assert not any(r.clock_synced for r in got)

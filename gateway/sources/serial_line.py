@@ -58,6 +58,7 @@ class SerialLineSource:
         self.silences = 0
         self.last_error = ""
         self.connected = False
+        self.silent = False  # connected, but no frame for silence_s
         self._sink = sink
         self._clock = clock
         self._clock_synced = clock_synced
@@ -98,7 +99,7 @@ class SerialLineSource:
 
     async def _read(self, port: SerialPort) -> None:
         quiet_since = time.monotonic()
-        silent = False
+        self.silent = False
         while port.error is None:
             got = await port.wait(self.silence_s)
             if not got:
@@ -108,17 +109,17 @@ class SerialLineSource:
                     self.silences += 1
                     quiet_since = time.monotonic()
                     self.last_error = f"silence: no frame for {self.silence_s:g} s"
-                    if not silent:
+                    if not self.silent:
                         log.warning("serial %s: %s", self.device, self.last_error)
-                        silent = True
+                        self.silent = True
                 continue
             frames_before = self.sensor.counters.frames
             records = self.sensor.handle(port.take(), self._clock())
             if self.sensor.counters.frames != frames_before:
                 quiet_since = time.monotonic()
-                if silent:
+                if self.silent:
                     log.info("serial %s: frames again", self.device)
-                    silent = False
+                    self.silent = False
             if records:
                 self._sink(mark_unsynced(records, self._clock_synced()))
 
@@ -128,7 +129,7 @@ class SerialLineSource:
         unparsable = sum(stats.rejected_frames.values()) + c.bad_fields + c.unmapped
         reads = c.frames - c.bad_fields - c.unmapped
         errors = unparsable + c.open_failures + c.disconnects + self.silences
-        state = "ok" if self.connected else "failing"
+        state = "ok" if self.connected and not self.silent else "failing"
         return {
             self.device: DeviceHealth(
                 "serial-line",
