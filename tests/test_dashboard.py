@@ -204,6 +204,12 @@ async def test_dashboard_shows_plan_live_warnings_ack_and_charts(tmp_path, mosqu
                         path=str(ARTIFACTS / "3-acknowledged.png"), full_page=True
                     )
 
+                    # The token is asked once per tab: a reload goes straight back in.
+                    await page.reload()
+                    await page.wait_for_selector("body[data-live='1']", timeout=10_000)
+                    assert await page.is_hidden("#login")
+                    assert await page.locator("#warnings li").count() == 2
+
                     # A viewer sees the same warnings but no acknowledge buttons.
                     viewer_page = await browser.new_page(viewport={"width": 1280, "height": 900})
                     await viewer_page.goto(f"{base}/dashboard/")
