@@ -8,13 +8,20 @@ dialect differences branch on ``db.dialect`` where they are written.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from central.db import Database, SqliteDatabase, open_database
-from central.timecheck import TIME_CORRECTED, TIME_IMPLAUSIBLE, TIME_UNSYNCED, time_flag
+from central.timecheck import (
+    EARLIEST_PLAUSIBLE,
+    FUTURE_TOLERANCE_S,
+    TIME_CORRECTED,
+    TIME_IMPLAUSIBLE,
+    TIME_OK,
+    TIME_UNSYNCED,
+)
 from cloud_bridge.senml import Pack, decode_pack, encode_pack
 
 
@@ -162,10 +169,15 @@ class Store:
             rows: list[tuple] = []
             corrections = []
             known: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+            # (gateway, device) -> [received, stored, duplicates, last time stored]
+            tally: dict[tuple[str, str], list] = {}
+            earliest, latest = EARLIEST_PLAUSIBLE, received_at + FUTURE_TOLERANCE_S
             for pack in new:
                 corrections += _corrections_in(pack)
                 gateway, epoch, seq = pack.key
                 for r in pack.records:
+                    # The hot loop (every reading): time_flag and Record.device inlined.
+                    device, _, quantity = r.name.rpartition("/")
                     v = vs = vb = None
                     value = r.value
                     if value.__class__ is float:
@@ -176,16 +188,20 @@ class Store:
                         vs = value
                     else:
                         v = value
-                    t, tq = r.time, time_flag(r, received_at)
-                    if tq == TIME_UNSYNCED:
+                    t = r.time
+                    if t < earliest or t > latest:
+                        tq = TIME_IMPLAUSIBLE
+                    elif r.clock_synced:
+                        tq = TIME_OK
+                    else:
                         if (gateway, epoch) not in known:
                             known[gateway, epoch] = self._corrections(gateway, epoch)
                         t, tq = _corrected(t, known[gateway, epoch])
                     rows.append(
                         (
                             gateway,
-                            r.device,
-                            r.quantity,
+                            device,
+                            quantity,
                             t,
                             v,
                             vs,
@@ -198,6 +214,19 @@ class Store:
                             tq,
                         )
                     )
+                    entry = tally.get((gateway, device))
+                    if entry is None:
+                        tally[gateway, device] = [1, 1, 0, r.time]
+                    else:
+                        entry[0] += 1
+                        entry[1] += 1
+                        if r.time > entry[3]:
+                            entry[3] = r.time
+            for pack in duplicates:
+                for r in pack.records:
+                    entry = tally.setdefault((pack.gateway, r.device), [0, 0, 0, None])
+                    entry[0] += 1
+                    entry[2] += 1
             if rows:
                 self.db.executemany(
                     "INSERT INTO readings (gateway, device, quantity, t, v, vs, vb, unit, ut, q,"
@@ -215,8 +244,11 @@ class Store:
                     " AND tq = ? AND t BETWEEN ? AND ?",
                     (offset, TIME_CORRECTED, gateway, epoch, TIME_UNSYNCED, since, until),
                 )
-            self._count_devices(new, stored=True)
-            self._count_devices(duplicates, stored=False)
+            if tally:
+                self.db.executemany(
+                    self._device_stats_sql,
+                    [(gw, dev, *counts) for (gw, dev), counts in tally.items()],
+                )
             if self.queue_packs and new:
                 self._queue(new, received_at)
         return IngestResult(new, duplicates)
@@ -244,23 +276,6 @@ class Store:
             "SELECT offset_s, since, until FROM clock_corrections WHERE gateway = ? AND epoch = ?",
             (gateway, epoch),
         ).fetchall()
-
-    def _count_devices(self, packs: Iterable[Pack], stored: bool) -> None:
-        tally: dict[tuple[str, str], list[float]] = {}
-        for pack in packs:
-            for r in pack.records:
-                entry = tally.setdefault((pack.gateway, r.device), [0, r.time])
-                entry[0] += 1
-                entry[1] = max(entry[1], r.time)
-        if not tally:
-            return
-        self.db.executemany(
-            self._device_stats_sql,
-            [
-                (gw, dev, n, n if stored else 0, 0 if stored else n, last if stored else None)
-                for (gw, dev), (n, last) in tally.items()
-            ],
-        )
 
     # -- evaluation queue (several workers, central/evaluator.py) ------------------------------
     def _queue(self, packs: Sequence[Pack], received_at: float) -> None:
@@ -528,7 +543,11 @@ class Store:
 
 def _corrections_in(pack: Pack) -> list[tuple[str, int, float, float, float]]:
     """Clock corrections a gateway sent: (gateway, epoch, offset, since, until)."""
-    by_name = {r.name: r for r in pack.records if r.device == "gateway"}
+    by_name = {
+        r.name: r
+        for r in pack.records
+        if r.name.startswith("gateway/") and r.device == "gateway"  # startswith: cheap first
+    }
     offset = by_name.get("gateway/clock_offset")
     since = by_name.get("gateway/clock_unsynced_since")
     if offset is None or since is None:

@@ -17,6 +17,7 @@ Record names are ``{device}/{quantity}``; the pack's base name is
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -252,6 +253,29 @@ def decode_pack(payload: bytes, content_type: str | None = None, now: float | No
         raise
 
 
+def _check_labels(item: dict[Any, Any], index: int) -> None:
+    for label in item:
+        if not isinstance(label, str):
+            raise PackRejected("wrong_type", f"record {index}: label {label!r} is not text")
+        if label.endswith("_") and label not in _KNOWN_LABELS:
+            raise PackRejected(
+                "must_understand", f"record {index}: unknown must-understand label '{label}'"
+            )
+
+
+@functools.lru_cache(maxsize=65_536)
+def _local_name(full_name: str, prefix: str) -> str | None:
+    """``<device>/<name>`` below the gateway's base name, or None if the name is not valid.
+
+    Cached: a fleet repeats the same few thousand names in every pack (a pure function of
+    its arguments, so the cache can never answer wrongly)."""
+    if not full_name or not NAME_RE.match(full_name) or not full_name.startswith(prefix):
+        return None
+    local = full_name[len(prefix) :]
+    device, _, quantity = local.rpartition("/")
+    return local if device and quantity else None
+
+
 def _decode_records(
     data: list[dict[str, Any]],
     gateway: str,
@@ -268,14 +292,11 @@ def _decode_records(
     base_unit: str | None = None
     base_value = 0.0
     records: list[Record] = []
+    prefix = base_name_for(gateway)
     for index, item in enumerate(data):
-        for label in item:
-            if not isinstance(label, str):
-                raise PackRejected("wrong_type", f"record {index}: label {label!r} is not text")
-            if label.endswith("_") and label not in _KNOWN_LABELS:
-                raise PackRejected(
-                    "must_understand", f"record {index}: unknown must-understand label '{label}'"
-                )
+        # Hot path: labels that are all known need no per-label checks.
+        if not item.keys() <= _KNOWN_LABELS:
+            _check_labels(item, index)
         if "bver" in item and (isinstance(item["bver"], bool) or not isinstance(item["bver"], int)):
             raise PackRejected("wrong_type", f"record {index}: 'bver' must be an integer")
         if "bn" in item:
@@ -297,23 +318,25 @@ def _decode_records(
         if not isinstance(name, str):
             raise PackRejected("wrong_type", f"record {index}: 'n' must be a string")
         full_name = base_name + name
-        if not full_name or not NAME_RE.match(full_name):
-            raise PackRejected("bad_name", f"record {index}: invalid SenML name {full_name!r}")
-        prefix = base_name_for(gateway)
-        device, _, quantity = full_name[len(prefix) :].rpartition("/")
-        if not full_name.startswith(prefix) or not device or not quantity:
+        local_name = _local_name(full_name, prefix)
+        if local_name is None:
+            if not full_name or not NAME_RE.match(full_name):
+                raise PackRejected("bad_name", f"record {index}: invalid SenML name {full_name!r}")
             raise PackRejected(
                 "bad_name", f"record {index}: name {full_name!r} is not '{prefix}<device>/<name>'"
             )
-        local_name = full_name[len(prefix) :]
 
-        value_labels = [lbl for lbl in ("v", "vs", "vb", "vd") if lbl in item]
-        if len(value_labels) != 1:
-            raise PackRejected(
-                "missing_field" if not value_labels else "wrong_type",
-                f"record {index}: exactly one of v/vs/vb/vd required, got {value_labels or 'none'}",
-            )
-        label = value_labels[0]
+        if "v" in item and "vs" not in item and "vb" not in item and "vd" not in item:
+            label = "v"  # hot path: one numeric value
+        else:
+            value_labels = [lbl for lbl in ("v", "vs", "vb", "vd") if lbl in item]
+            if len(value_labels) != 1:
+                raise PackRejected(
+                    "missing_field" if not value_labels else "wrong_type",
+                    f"record {index}: exactly one of v/vs/vb/vd required,"
+                    f" got {value_labels or 'none'}",
+                )
+            label = value_labels[0]
         raw = item[label]
         value: Value
         if label == "v":
