@@ -113,6 +113,7 @@ class RuleEngine:
         self._shared = {False: SharedState(), True: SharedState()}
         self._progress: dict[str, float] = {}  # gateway -> newest live event time
         self._touched: set[str] = set()
+        self._next_due: dict[str, float] = {}  # gateway -> earliest possible offline time
         self.gateway_offline: set[str] = set()
         self.problems: list[str] = []  # bad per-asset overrides, reported not fatal
         self.counters = {"skipped_quality": 0, "out_of_order": 0, "spikes": 0, "range": 0}
@@ -169,6 +170,7 @@ class RuleEngine:
 
     def _bind(self, s: _Series, device: str) -> None:
         s.gen = self.gen
+        self._next_due.pop(s.gateway, None)  # a new deadline may be earlier than the known
         s.asset = self._asset_for(s.gateway, device)
         rs = self.ruleset_for(s.asset)
         s.live = self._asset_rules(s.asset, False)
@@ -335,13 +337,15 @@ class RuleEngine:
         return max(limit, spec.min_s)
 
     def _alive(self, s: _Series, t: float, ut: float | None) -> list[Transition] | None:
-        if s.last_live != -math.inf:
+        if ut:
+            s.ut = ut  # the gateway says when to expect the next one: no estimate needed
+        elif s.last_live != -math.inf:
             gap = t - s.last_live
             s.interval = gap if s.interval is None else 0.8 * s.interval + 0.2 * gap
-        s.ut = ut or s.ut
-        if t > self._progress.get(s.gateway, -math.inf):
-            self._progress[s.gateway] = t
-        self._touched.add(s.gateway)
+        gateway = s.gateway
+        if t > self._progress.get(gateway, -math.inf):
+            self._progress[gateway] = t
+            self._touched.add(gateway)
         if not s.offline:
             return None
         s.offline = False
@@ -375,12 +379,23 @@ class RuleEngine:
         out: list[tuple[str, Transition]] = []
         for gateway in self._touched:
             progress = self._progress[gateway]
+            # Deadlines only move later as series report: until the earliest one found by
+            # the last scan has passed, no series of this gateway can be overdue.
+            if progress <= self._next_due.get(gateway, -math.inf):
+                continue
+            next_due = math.inf
             for s in self._series.get(gateway, {}).values():
                 if not s.tracked or s.offline or s.gen != self.gen:
                     continue
                 limit = self._limit(s)
-                if limit is not None and progress - s.last_live > limit:
+                if limit is None:  # no ut and one reading so far: look again next batch
+                    next_due = min(next_due, progress)
+                    continue
+                if progress - s.last_live > limit:
                     out.append((s.asset, self._offline(s, progress, "event_time")))
+                else:
+                    next_due = min(next_due, s.last_live + limit)
+            self._next_due[gateway] = next_due
         self._touched.clear()
         return out
 
