@@ -4,7 +4,8 @@ The folder has everything the registry and the contract suite need (manifest, a 
 with two example points, a scenario, a README), so a maintainer starts from green and
 edits towards the real device, running the contract after each step. Every transport with
 a simulator can be scaffolded: modbus-tcp, modbus-rtu (a register map), coap (a SenML
-resource), serial-line (an NMEA-style sentence), ble-bthome (BTHome objects).
+resource), serial-line (an NMEA-style sentence), ble-bthome (BTHome objects), ble-gatt
+(SIG characteristics).
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from drivers.registry import (
 __all__ = ["FAMILIES", "TRANSPORTS", "ScaffoldError", "scaffold_driver"]
 
 FAMILIES: tuple[str, ...] = get_args(Family)
-# ble-gatt has no simulator yet, so a scaffold could not pass the contract's wire checks.
-TRANSPORTS: tuple[str, ...] = tuple(t for t in get_args(Transport) if t != "ble-gatt")
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
 _MODBUS = ("modbus-tcp", "modbus-rtu")
 
 
@@ -302,15 +302,44 @@ points:
 """
 
 
+def _gatt_profile(name: str, family: str, example: _Example) -> str:
+    del example  # start from the SIG characteristics every environmental sensor has
+    return f"""\
+# GATT device model of {name}: the characteristics to subscribe to and how they decode.
+# Field reference: docs/drivers.md ("BLE profiles").
+name: {name}
+family: {family}
+transport: ble-gatt
+manufacturer: TODO
+description: TODO one line on the sensor and its characteristics
+gatt:
+  service: 181a             # Environmental Sensing; TODO the device's primary service
+  standard: [2a6e, 2a19]    # SIG temperature (0.01 Cel) and battery level (%)
+  # characteristics:        # vendor ones: struct format, fields in order
+  #   - {{uuid: ff01, format: "<hB", fields: [{{quantity: strain, scale: 0.1}}]}}
+
+points:
+  - name: temperature
+    unit: Cel
+    range: [-40, 85]
+    description: Sensor temperature (example point)
+  - name: battery
+    unit: "%EL"
+    range: [0, 100]
+    description: Battery level (example point)
+"""
+
+
 _SOURCE_PROFILES = {
     "coap": _coap_profile,
     "serial-line": _serial_profile,
     "ble-bthome": _bthome_profile,
+    "ble-gatt": _gatt_profile,
 }
 
 
 def _source_scenario(name: str, transport: str, example: _Example) -> str:
-    if transport == "ble-bthome":
+    if transport.startswith("ble-"):
         definitions = """\
     signals:
       temperature:
@@ -364,6 +393,13 @@ def _source_readme(name: str, family: str, transport: str, example: _Example) ->
 |---|---|---|---|
 | 0x02 temperature | `temperature` | `Cel` | -40..85 |
 | 0x01 battery | `battery` | `%EL` | 0..100 |
+"""
+    elif transport == "ble-gatt":
+        table = """\
+| Characteristic | Quantity | Unit | Range |
+|---|---|---|---|
+| 0x2A6E temperature (sint16, 0.01 Cel) | `temperature` | `Cel` | -40..85 |
+| 0x2A19 battery level (uint8, %) | `battery` | `%EL` | 0..100 |
 """
     else:
         where = {"coap": f"SenML `{example.name}_raw`", "serial-line": "`$DATA` field 0"}

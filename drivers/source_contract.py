@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from cloud_bridge.senml import Record
+from drivers.ble.gatt import GattSubscriber, ReconnectBackoff
 from drivers.ble.profile import BleProfile
 from drivers.ble.scanner import BthomeScanner
 from drivers.coap.client import CoapObserver, CoapPoller, open_context
@@ -36,8 +37,15 @@ from drivers.coap.profile import CoapProfile
 from drivers.modbus.codec import Value
 from drivers.serial.line_sensor import LineSensor
 from drivers.serial.profile import SerialLineProfile
-from drivers.sim.ble_sim import BthomeAdvertiser, SimulatedAdvertisementSource, bthome_tolerance
+from drivers.sim.ble_sim import (
+    BthomeAdvertiser,
+    GattPeripheral,
+    SimulatedAdvertisementSource,
+    bthome_tolerance,
+    gatt_tolerance,
+)
 from drivers.sim.coap_sim import ScenarioCoapDevice, coap_tolerance
+from drivers.sim.scenario import FaultSpec
 from drivers.sim.serial_sim import ScenarioLineSimulator, serial_tolerance
 from drivers.sim.source_scenario import (
     FRAME_SUMMARY,
@@ -52,6 +60,7 @@ from drivers.sim.source_scenario import (
 from drivers.source_profile import SourcePoint
 
 __all__ = [
+    "SourceContractFailure",
     "SourceProfileAny",
     "SourceRead",
     "check_source_faults",
@@ -259,6 +268,44 @@ class _BthomeRig(_RigBase):
         return SourceRead(list(self.inbox), [], _delta(after, before), time.monotonic() - started)
 
 
+# --- BLE (GATT) -----------------------------------------------------------------------------
+
+
+class _GattRig(_RigBase):
+    def __init__(self, profile: BleProfile, scenario: SourceScenario) -> None:
+        self.profile = profile
+        self.peripherals = {d.id: GattPeripheral(d, seed=SEED) for d in scenario.devices}
+        self.inbox: dict[str, list[Record]] = {d.id: [] for d in scenario.devices}
+        self.subscribers = {
+            device_id: GattSubscriber(
+                device_id,
+                peripheral.link,
+                profile.decoders(),
+                self.inbox[device_id].extend,
+                backoff=ReconnectBackoff(initial_s=0.05, max_s=0.2),
+            )
+            for device_id, peripheral in self.peripherals.items()
+        }
+
+    def tolerance(self, point: str) -> float:
+        return gatt_tolerance(self.profile, point)
+
+    async def read(
+        self, device: SourceDevice, t: float, wait_s: float = READ_TIMEOUT_S
+    ) -> SourceRead:
+        del wait_s  # notifications are delivered synchronously by the simulated link
+        counters = self.subscribers[device.id].counters
+        before = dict(counters.errors)
+        inbox = self.inbox[device.id]
+        inbox.clear()
+        started = time.monotonic()
+        self.peripherals[device.id].notify(t)
+        await asyncio.sleep(0)
+        return SourceRead(
+            list(inbox), [], _delta(counters.errors, before), time.monotonic() - started
+        )
+
+
 # --- serving ---------------------------------------------------------------------------------
 
 
@@ -295,7 +342,7 @@ async def serve_source(
         finally:
             line.close()
         return
-    if isinstance(profile, BleProfile) and profile.kind == "bthome":
+    if profile.kind == "bthome":
         rig_ble = _BthomeRig(profile, scenario)
         async with asyncio.TaskGroup() as group:
             task = group.create_task(rig_ble.scanner.run())
@@ -304,9 +351,17 @@ async def serve_source(
             finally:
                 task.cancel()
         return
-    raise SourceContractFailure(
-        f"no simulator for {profile.transport} yet: the wire checks cannot run"
-    )
+    rig_gatt = _GattRig(profile, scenario)
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(s.run()) for s in rig_gatt.subscribers.values()]
+        try:
+            async with asyncio.timeout(5):  # every subscriber connected and subscribed
+                for peripheral in rig_gatt.peripherals.values():
+                    await peripheral.wait_subscribed()
+            yield rig_gatt
+        finally:
+            for task in tasks:
+                task.cancel()
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -531,7 +586,7 @@ async def check_source_faults(profile: SourceProfileAny, scenario: SourceScenari
                 if any(f is not fault and f.point is None and f.active(t) for f in device.faults):
                     continue  # a device-wide fault overlapping this one decides the wire
                 checked += 1
-                problem = await _fault_problem(rig, profile, device, fault.kind, fault, t)
+                problem = await _fault_problem(rig, profile, device, fault, t)
                 if problem:
                     problems.append(f"{device.id} faults[{index}] ({fault.kind}): {problem}")
             # Failures are counted, never fatal: the device reads normally afterwards.
@@ -545,16 +600,9 @@ async def check_source_faults(profile: SourceProfileAny, scenario: SourceScenari
 
 
 async def _fault_problem(
-    rig: SourceRig,
-    profile: SourceProfileAny,
-    device: SourceDevice,
-    kind: str,
-    fault: object,
-    t: float,
+    rig: SourceRig, profile: SourceProfileAny, device: SourceDevice, fault: FaultSpec, t: float
 ) -> str | None:
-    from drivers.sim.scenario import FaultSpec  # the fault model shared with Modbus
-
-    assert isinstance(fault, FaultSpec)
+    kind = fault.kind
     if kind in ("silent", "garbage"):
         read = await rig.read(device, t, wait_s=0.3)
         if read.records:

@@ -451,3 +451,73 @@ async def test_the_thermal_scenario_tells_its_story_over_coap() -> None:
     fire = seen[88.0]
     assert float(fire["t_max"]) >= 200 and int(fire["hot_px"]) > 50  # type: ignore[arg-type]
     assert abs(float(fire["t_bg"]) - 23) < 0.5  # the median stays the room  # type: ignore[arg-type]
+
+
+GATT_PROFILE = """\
+name: env-node
+family: other
+transport: ble-gatt
+gatt:
+  service: 181a
+  standard: [2a6e, 2a19]
+  characteristics:
+    - uuid: ff01
+      format: "<hB"
+      fields:
+        - {quantity: strain, scale: 0.1}
+        - {quantity: door, scale: 1}
+points:
+  - {name: temperature, unit: Cel, range: [-40, 85]}
+  - {name: battery, unit: "%EL", range: [0, 100]}
+  - {name: strain, unit: "/", range: [-1000, 1000]}
+  - {name: door, unit: count, range: [0, 255]}
+"""
+
+GATT_SCENARIO = """\
+name: env-node-contract
+duration: 60
+devices:
+  - id: env-1
+    profile: env-node
+    signals:
+      temperature: {baseline: 21, noise: 0.1, phases: [{at: 10, ramp_to: 30, over: 30}]}
+      battery: {baseline: 77}
+      strain: {baseline: 12.3, noise: 0.5}
+      door: {baseline: 3}
+    faults:
+      - {at: 20, kind: spike, point: temperature, value: 80}
+      - {at: 45, until: 48, kind: silent}
+      - {at: 50, until: 52, kind: garbage}
+"""
+
+
+def gatt_driver(root: Path, monkeypatch: pytest.MonkeyPatch) -> DriverInfo:
+    folder = root / "env-node"
+    folder.mkdir()
+    (folder / "driver.yaml").write_text(
+        "name: env-node\nfamily: other\ntransport: ble-gatt\nversion: 0.1.0\n"
+        "description: An environmental node with a strain input, over GATT notifications.\n"
+    )
+    (folder / "profile.yaml").write_text(GATT_PROFILE)
+    (folder / "scenario.yaml").write_text(GATT_SCENARIO)
+    (folder / "README.md").write_text("# env-node\n")
+    monkeypatch.setenv(DRIVER_PATH_ENV, str(root))
+    return get_driver("env-node")
+
+
+async def test_a_gatt_driver_runs_the_contract_over_the_simulated_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = gatt_driver(tmp_path, monkeypatch)
+    results = await contract.run_contract(driver)
+    assert [(r.name, r.ok) for r in results if not r.ok] == []
+    assert [r.detail for r in results if r.name in ("wire", "faults")] == [
+        "8 polls compared",
+        "3 faults seen",
+    ]
+    # garbage that is not garbage: the check notices
+    monkeypatch.setattr(ble_sim, "wire_fault_at", lambda _device, _t: None)
+    profile = check_manifest(driver)
+    scenario = check_scenario(driver, profile)
+    with pytest.raises(ContractFailure, match=r"\(garbage\): 4 readings came through"):
+        await asyncio.wait_for(check_faults(driver, profile, scenario), WIRE_BUDGET_S)

@@ -324,7 +324,8 @@ def test_a_broken_entry_point_is_reported_not_fatal(
     [(f, "modbus-tcp") for f in FAMILIES]
     + [("water", "modbus-rtu")]
     + [("thermal", "coap"), ("displacement", "coap"), ("water", "serial-line")]
-    + [("gas", "serial-line"), ("other", "ble-bthome"), ("displacement", "ble-bthome")],
+    + [("gas", "serial-line"), ("other", "ble-bthome"), ("displacement", "ble-bthome")]
+    + [("other", "ble-gatt")],
 )
 def test_scaffold_passes_the_contract_unchanged(
     family: str, transport: str, driver_path: Path
@@ -364,12 +365,6 @@ def test_scaffold_refuses_bad_names_and_never_overwrites(tmp_path: Path) -> None
     with pytest.raises(ScaffoldError, match="already exists"):
         scaffold_driver("x", tmp_path)
     assert (folder / "profile.yaml").read_text() == "mine"
-
-
-def test_scaffold_refuses_a_transport_without_a_simulator(tmp_path: Path) -> None:
-    with pytest.raises(ScaffoldError, match=r"transport 'ble-gatt': one of .*coap"):
-        scaffold_driver("x", tmp_path, transport="ble-gatt")
-    assert not (tmp_path / "x").exists()
 
 
 def test_cli_driver_new_of_another_transport_passes_check(driver_path: Path) -> None:

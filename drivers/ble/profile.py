@@ -21,7 +21,8 @@ Measurements of the advertisement that are neither mapped nor named like a point
 dropped (a tag may advertise a packet id, a button, a second temperature). Units come from
 the points. With ``transport: ble-gatt`` the profile has ``gatt:`` instead: the service
 UUID, ``standard`` SIG characteristics (2a6e temperature, 2a19 battery, ...) and/or
-``characteristics`` each with a ``struct`` format and fields in order.
+``characteristics`` each with a ``struct`` format and fields in order (units come from the
+points; a field that names a different unit is an error).
 
 For the gateway: ``BthomeScanner`` needs ``device_config(device_id, mac=…)`` and its Records
 passed through ``map_records``; ``GattSubscriber`` needs ``decoders()`` (or use
@@ -44,6 +45,7 @@ from drivers.ble.gatt import (
     CharacteristicConfig,
     CharDecoder,
     full_uuid,
+    struct_decoder,
 )
 from drivers.ble.scanner import BthomeDeviceConfig
 from drivers.source_profile import Problems, SourceProfileBase, StrictModel, check_known_quantities
@@ -129,17 +131,30 @@ class BleProfile(SourceProfileBase):
                 target = self.bthome.mapping(name)
                 assert target is not None
                 mapped.append((("bthome", "objects", name), target.quantity))
+        units: list[tuple[tuple[str | int, ...], str, str | None]] = []
         if self.gatt is not None:
             for uuid in self.gatt.standard:
                 # The SIG decoders name their own quantities: decode a zero payload to see them.
                 decoder = STANDARD[full_uuid(uuid)]
-                for quantity, _, _ in decoder(bytes(8)):
+                for quantity, _, unit in decoder(bytes(8)):
                     mapped.append((("gatt", "standard"), quantity))
+                    units.append((("gatt", "standard"), quantity, unit))
             for index, char in enumerate(self.gatt.characteristics):
                 for j, spec in enumerate(char.fields):
                     loc: tuple[str | int, ...] = ("gatt", "characteristics", index, "fields", j)
                     mapped.append(((*loc, "quantity"), spec.quantity))
-        return check_known_quantities(self, mapped)
+                    if "unit" in spec.model_fields_set:
+                        units.append(((*loc, "unit"), spec.quantity, spec.unit))
+        problems = check_known_quantities(self, mapped)
+        if problems:
+            return problems
+        for loc, quantity, unit in units:
+            declared = self.point(quantity).unit
+            if unit != declared:
+                problems.append(
+                    (loc, f"{quantity} arrives in {unit!r}; the point says {declared!r}", unit)
+                )
+        return problems
 
     # --- BTHome --------------------------------------------------------------------------------
 
@@ -194,8 +209,16 @@ class BleProfile(SourceProfileBase):
     # --- GATT ----------------------------------------------------------------------------------
 
     def decoders(self) -> dict[str, CharDecoder]:
-        """Characteristic UUID -> decoder, for GattSubscriber."""
-        return self.gatt_config("00:00:00:00:00:00").decoders()
+        """Characteristic UUID -> decoder, for GattSubscriber (units from the points)."""
+        if self.gatt is None:
+            raise ValueError(f"{self.name} is a {self.transport} driver, not GATT")
+        out = {full_uuid(u): STANDARD[full_uuid(u)] for u in self.gatt.standard}
+        for char in self.gatt.characteristics:
+            fields = [
+                f.model_copy(update={"unit": self.point(f.quantity).unit}) for f in char.fields
+            ]
+            out[full_uuid(char.uuid)] = struct_decoder(char.format, fields)
+        return out
 
     def gatt_config(self, address: str, timeout: float = 20.0) -> BleGattTransportConfig:
         """The gateway's ``transport: {type: ble-gatt}`` block for one device of this model."""

@@ -1,4 +1,5 @@
-"""BLE devices of a scenario as BTHome v2 advertisements, synthesised byte for byte.
+"""BLE devices of a scenario as BTHome v2 advertisements or GATT notifications, synthesised
+byte for byte.
 
 No radio exists where the simulators run, so the radio is the one thing faked: a
 :class:`SimulatedAdvertisementSource` implements the scanner's ``AdvertisementSource``
@@ -15,17 +16,24 @@ tag), then to that measurement's first object id in the BTHome table (0x3F rotat
 Faults: silent (no advertisements), garbage (service data with a BTHome version the
 parser refuses, plus random bytes: counted by the scanner, never fatal), stuck and spike
 (through the scenario's values).
+
+GATT sensors: :class:`GattPeripheral` packs each subscribed characteristic with its struct
+format (the SIG ones with their standard layouts) and pushes it through a
+:class:`SimulatedGattLink`, the ``GattLink`` the gateway's ``GattSubscriber`` drives; a
+garbage fault sends notifications one byte short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import struct
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from drivers.ble.bthome import BTHOME_SERVICE_UUID, OBJECTS, ObjectSpec
+from drivers.ble.gatt import full_uuid
 from drivers.ble.profile import BleProfile, BthomeObject
 from drivers.ble.scanner import Advertisement
 from drivers.modbus.codec import Value
@@ -39,12 +47,18 @@ from drivers.sim.source_scenario import (
 )
 
 __all__ = [
+    "STANDARD_LAYOUTS",
     "BthomeAdvertiser",
     "BthomeEncodingError",
+    "GattPeripheral",
     "SimulatedAdvertisementSource",
+    "SimulatedGattLink",
     "bthome_objects",
     "bthome_tolerance",
     "encode_bthome",
+    "encode_characteristic",
+    "gatt_characteristics",
+    "gatt_tolerance",
 ]
 
 _INFO_V2 = 0x40  # version 2, not encrypted, not trigger-based, no MAC in the payload
@@ -212,3 +226,151 @@ class SimulatedAdvertisementSource:
                         self.publish(adv)
             next_due = min(due.values())
             await asyncio.sleep(max(0.005, (next_due - elapsed) / speed))
+
+
+# --- GATT ------------------------------------------------------------------------------------
+
+# The SIG characteristics drivers.ble.gatt.STANDARD decodes, as (struct format, scale): the
+# simulator packs with these, the gateway unpacks with STANDARD's decoders.
+STANDARD_LAYOUTS: dict[str, tuple[str, str, float]] = {
+    full_uuid("2a6e"): ("<h", "temperature", 0.01),
+    full_uuid("2a6f"): ("<H", "humidity", 0.01),
+    full_uuid("2a6d"): ("<I", "pressure", 0.001),
+    full_uuid("2a19"): ("<B", "battery", 1.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Characteristic:
+    uuid: str
+    format: str
+    fields: tuple[tuple[str, float, float], ...]  # quantity, scale, offset
+
+
+def gatt_characteristics(profile: BleProfile) -> list[_Characteristic]:
+    """Every characteristic the profile subscribes to, with how to pack it."""
+    assert profile.gatt is not None
+    out: list[_Characteristic] = []
+    for uuid in profile.gatt.standard:
+        fmt, quantity, scale = STANDARD_LAYOUTS[full_uuid(uuid)]
+        out.append(_Characteristic(full_uuid(uuid), fmt, ((quantity, scale, 0.0),)))
+    for char in profile.gatt.characteristics:
+        fields = tuple((f.quantity, f.scale, f.offset) for f in char.fields)
+        out.append(_Characteristic(full_uuid(char.uuid), char.format, fields))
+    return out
+
+
+def gatt_tolerance(profile: BleProfile, point: str) -> float:
+    for char in gatt_characteristics(profile):
+        for code, (quantity, scale, _offset) in zip(_codes(char.format), char.fields, strict=False):
+            if quantity == point:
+                exact = code in "efd"
+                return (1e-6 * abs(scale) if exact else abs(scale) / 2) * (1 + 1e-9) + 1e-9
+    return 0.0
+
+
+def encode_characteristic(char: _Characteristic, values: dict[str, Value]) -> bytes | None:
+    """One notification of `char` carrying `values` (None: it carries none of them)."""
+    if not any(quantity in values for quantity, _, _ in char.fields):
+        return None
+    raws: list[int | float] = []
+    codes = _codes(char.format)
+    for code, (quantity, scale, offset) in zip(codes, char.fields, strict=False):
+        value = values.get(quantity, offset)
+        if isinstance(value, bool | str):
+            raise BthomeEncodingError(f"{quantity}: a characteristic field is a number")
+        raw = (float(value) - offset) / scale
+        raws.append(raw if code in "efd" else round(raw))
+    raws += [0] * (len(codes) - len(raws))
+    try:
+        return struct.pack(char.format, *raws)
+    except struct.error as exc:
+        raise BthomeEncodingError(f"{char.uuid}: {exc}") from None
+
+
+def _codes(fmt: str) -> list[str]:
+    codes: list[str] = []
+    count = ""
+    for c in fmt[1:] if fmt[:1] in "<>!=@" else fmt:
+        if c.isdigit():
+            count += c
+            continue
+        codes += [c] * (int(count) if count and c not in "sp" else 1)
+        count = ""
+    return [c for c in codes if c != "x"]
+
+
+class SimulatedGattLink:
+    """The radio for one GATT peripheral: a GattLink the gateway's GattSubscriber drives,
+    with notifications pushed by :class:`GattPeripheral`."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.callbacks: dict[str, Callable[[bytes], None]] = {}
+        self.subscribed = asyncio.Event()  # set at every subscription
+        self._on_disconnect: Callable[[], None] | None = None
+
+    async def connect(self, on_disconnect: Callable[[], None]) -> None:
+        self.connected, self._on_disconnect = True, on_disconnect
+
+    async def start_notify(self, uuid: str, callback: Callable[[bytes], None]) -> None:
+        self.callbacks[full_uuid(uuid)] = callback
+        self.subscribed.set()
+
+    async def disconnect(self) -> None:
+        self.connected = False
+        self.callbacks.clear()
+
+    def drop(self) -> None:
+        """The peripheral went out of range: the link reports a disconnection."""
+        if self.connected and self._on_disconnect is not None:
+            self.connected = False
+            self._on_disconnect()
+
+    def notify(self, uuid: str, data: bytes) -> bool:
+        callback = self.callbacks.get(full_uuid(uuid))
+        if callback is None:
+            return False
+        callback(data)
+        return True
+
+
+class GattPeripheral:
+    """One simulated GATT sensor: what it notifies at scenario time t."""
+
+    def __init__(self, device: SourceDevice, *, seed: int = 0, fault_seed: int = 0) -> None:
+        profile = device.profile_model
+        if not isinstance(profile, BleProfile) or profile.gatt is None:
+            raise ValueError(f"{device.id}: {device.profile} is not a GATT driver")
+        self.device = device
+        self.profile = profile
+        self.seed = seed
+        self.link = SimulatedGattLink()
+        self.characteristics = gatt_characteristics(profile)
+        self._rng = random.Random(fault_seed)
+
+    def values(self, t: float) -> dict[str, Value]:
+        rng = sample_rng(self.seed, self.device.id, effective_time(self.device, t))
+        return values_at(self.device, t, rng)
+
+    async def wait_subscribed(self) -> None:
+        """Until the gateway side has subscribed to every characteristic."""
+        while len(self.link.callbacks) < len(self.characteristics):
+            self.link.subscribed.clear()
+            await self.link.subscribed.wait()
+
+    def notify(self, t: float) -> int:
+        """Send every characteristic's notification for time t; returns how many went out."""
+        if silent_at(self.device, t):
+            return 0
+        fault = wire_fault_at(self.device, t)
+        values = self.values(t)
+        sent = 0
+        for char in self.characteristics:
+            data = encode_characteristic(char, values)
+            if data is None:
+                continue
+            if fault is not None and fault.kind == "garbage":
+                data = data[:-1] if len(data) > 1 else b""  # a short read: the decoder refuses
+            sent += self.link.notify(char.uuid, data)
+        return sent
