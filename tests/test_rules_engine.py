@@ -219,6 +219,8 @@ def test_every_shipped_rule_set_loads_and_serves_its_types():
     ):
         assert book.for_type(asset_type).rules, asset_type
     assert book.for_type("no-such-type").type == "generic"
+    assert book.for_type("utility-tunnel").type == "generic"  # the demo's CH4 as it was
+    assert book.for_type("valve-pit").type == "gas"
 
 
 def test_bad_rule_set_points_at_file_line_and_field(tmp_path: Path):
