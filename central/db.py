@@ -144,6 +144,17 @@ class PostgresDatabase:
         with self._lock, self._conn.cursor() as cursor:
             cursor.executemany(to_pyformat(sql), rows)
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Bulk insert with ``COPY … FROM STDIN``: several times faster than ``executemany``
+        for thousands of rows (central's readings). Plain inserts only: no ON CONFLICT."""
+        with (
+            self._lock,
+            self._conn.cursor() as cursor,
+            cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+
     def script(self, sql: str) -> None:
         with self._lock:
             for statement in _split_statements(sql):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from central.db import Database, SqliteDatabase, open_database
+from central.db import Database, PostgresDatabase, SqliteDatabase, open_database
 from central.timecheck import (
     EARLIEST_PLAUSIBLE,
     FUTURE_TOLERANCE_S,
@@ -73,6 +73,21 @@ class WarningRow:
 
 
 _SCHEMA_LOCK = 0x5E47_5C00  # advisory lock key (with the schema's name) for schema changes
+_READING_COLUMNS = (
+    "gateway",
+    "device",
+    "quantity",
+    "t",
+    "v",
+    "vs",
+    "vb",
+    "unit",
+    "ut",
+    "q",
+    "epoch",
+    "seq",
+    "tq",
+)
 # Rows per multi-row VALUES statement (SQLite allows 32,766 parameters; PostgreSQL 65,535).
 _VALUES_CHUNK = 400
 
@@ -107,7 +122,7 @@ class Store:
         greatest = "MAX" if self.dialect == "sqlite" else "GREATEST"
         self._device_stats_sql = (
             "INSERT INTO device_stats (gateway, device, received, stored, duplicates, last_time)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gateway, device) DO UPDATE SET"
+            " VALUES {values} ON CONFLICT (gateway, device) DO UPDATE SET"
             " received = device_stats.received + excluded.received,"
             " stored = device_stats.stored + excluded.stored,"
             " duplicates = device_stats.duplicates + excluded.duplicates,"
@@ -227,10 +242,14 @@ class Store:
                     entry = tally.setdefault((pack.gateway, r.device), [0, 0, 0, None])
                     entry[0] += 1
                     entry[2] += 1
-            if rows:
+            if rows and isinstance(self.db, PostgresDatabase):
+                # COPY: a batch of readings in one stream (executemany pipelines one INSERT
+                # per row and was most of the PostgreSQL ingest time in bench.central_ingest).
+                self.db.copy_rows("readings", _READING_COLUMNS, rows)
+            elif rows:
                 self.db.executemany(
-                    "INSERT INTO readings (gateway, device, quantity, t, v, vs, vb, unit, ut, q,"
-                    " epoch, seq, tq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO readings ({', '.join(_READING_COLUMNS)})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             for gateway, epoch, offset, since, until in corrections:
@@ -244,14 +263,20 @@ class Store:
                     " AND tq = ? AND t BETWEEN ? AND ?",
                     (offset, TIME_CORRECTED, gateway, epoch, TIME_UNSYNCED, since, until),
                 )
-            if tally:
-                self.db.executemany(
-                    self._device_stats_sql,
-                    [(gw, dev, *counts) for (gw, dev), counts in tally.items()],
-                )
+            self._count_devices([(gw, dev, *counts) for (gw, dev), counts in tally.items()])
             if self.queue_packs and new:
                 self._queue(new, received_at)
         return IngestResult(new, duplicates)
+
+    def _count_devices(self, rows: list[tuple]) -> None:
+        """One multi-row upsert per chunk (each (gateway, device) once: PostgreSQL refuses
+        to update a row twice in one statement)."""
+        for start in range(0, len(rows), _VALUES_CHUNK):
+            chunk = rows[start : start + _VALUES_CHUNK]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+            self.db.execute(
+                self._device_stats_sql.format(values=values), [x for row in chunk for x in row]
+            )
 
     def _claim(self, packs: Sequence[Pack], received_at: float) -> set[tuple[str, int, int]]:
         """Insert the packs' keys into packs_seen; the keys that were new (multi-row VALUES
