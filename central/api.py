@@ -11,7 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from central.audit import AuditLog
@@ -32,6 +33,11 @@ from central.warnings import WarningConflict, WarningManager, WarningNotFound
 
 LevelName = Literal["blue", "yellow", "orange", "red"]
 IdPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
+# Text from clients: anything but NUL (PostgreSQL text cannot hold or even compare it).
+_NO_NUL = r"^[^\x00]*$"
+Key = Annotated[str, Path(pattern=_NO_NUL, max_length=200)]
+Filter = Annotated[str | None, Query(pattern=_NO_NUL, max_length=200)]
+Series = Annotated[str, Query(pattern=_NO_NUL, max_length=200)]
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Operator = Annotated[Principal, Depends(require("operator"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -80,12 +86,15 @@ class WarningSummary(_Out):
 
 class AssignRequest(_In):
     assignee: str | None = Field(
-        ..., max_length=200, description="who handles it; null removes the assignment"
+        ...,
+        max_length=200,
+        pattern=_NO_NUL,
+        description="who handles it; null removes the assignment",
     )
 
 
 class ClearRequest(_In):
-    reason: str = Field("", max_length=1000)
+    reason: str = Field("", max_length=1000, pattern=_NO_NUL)
 
 
 class ClearResponse(_Out):
@@ -115,7 +124,7 @@ class IncidentOut(_Out):
 
 
 class SiteBody(_In):
-    name: str = Field("", max_length=200)
+    name: str = Field("", max_length=200, pattern=_NO_NUL)
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -131,8 +140,8 @@ class SiteOut(_Out):
 class AssetBody(_In):
     """An asset without its id (the path names it)."""
 
-    name: str = ""
-    type: str = "generic"
+    name: str = Field("", max_length=200, pattern=_NO_NUL)
+    type: str = Field("generic", max_length=100, pattern=_NO_NUL)
     site: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")] | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     location: Position | None = None
@@ -193,7 +202,7 @@ class AuditOut(_Out):
 
 
 class TokenBody(_In):
-    name: str = Field(..., min_length=1, max_length=100)
+    name: str = Field(..., max_length=100, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")
     role: Role
 
 
@@ -231,6 +240,20 @@ def create_app(
         description="Graded warnings (blue/yellow/orange/red) issued as CAP 1.2.",
     )
     app.state.auth = auth  # what central.auth.require checks against
+
+    @app.middleware("http")
+    async def refuse_nul_in_paths(request: Request, call_next):
+        # A safety net for every router (typed parameters refuse NUL already): PostgreSQL
+        # cannot even compare a NUL, so such a path must never reach a query.
+        if "\x00" in request.url.path:
+            problem = {
+                "loc": ["path"],
+                "msg": "NUL characters are not allowed",
+                "type": "value_error",
+            }
+            return JSONResponse({"detail": [problem]}, status_code=422)
+        return await call_next(request)
+
     audit: AuditLog = warnings.audit
 
     def asset_levels() -> dict[str, str]:
@@ -268,7 +291,7 @@ def create_app(
         responses={200: {"content": {"application/cap+xml": {}}}, 404: {}},
         tags=["warnings"],
     )
-    async def alert_xml(identifier: str, _: Viewer) -> Response:
+    async def alert_xml(identifier: Key, _: Viewer) -> Response:
         """The CAP 1.2 document of one message."""
         xml = store.alert_xml(identifier)
         if xml is None:
@@ -279,9 +302,9 @@ def create_app(
     async def list_warnings(
         _: Viewer,
         active: bool | None = None,
-        asset: str | None = None,
+        asset: Filter = None,
         level: LevelName | None = None,
-        type: str | None = None,
+        type: Filter = None,
     ) -> list[dict]:
         """Warnings (one per asset and type at a time) with their event times."""
         return warnings.list(active=active, asset=asset, level=level, warning_type=type)
@@ -292,7 +315,7 @@ def create_app(
         responses={404: {}},
         tags=["warnings"],
     )
-    async def get_warning(warning_id: str, _: Viewer) -> dict:
+    async def get_warning(warning_id: Key, _: Viewer) -> dict:
         try:
             return warnings.find(warning_id)
         except WarningNotFound:
@@ -313,7 +336,7 @@ def create_app(
         responses={404: {}, 409: {}},
         tags=["warnings"],
     )
-    async def ack_warning(warning_id: str, who: Operator) -> dict:
+    async def ack_warning(warning_id: Key, who: Operator) -> dict:
         """Acknowledge an active warning (idempotent; an escalation needs a new one)."""
         return act(lambda: warnings.acknowledge(warning_id, who.name), warning_id)
 
@@ -323,7 +346,7 @@ def create_app(
         responses={404: {}, 409: {}},
         tags=["warnings"],
     )
-    async def assign_warning(warning_id: str, body: AssignRequest, who: Operator) -> dict:
+    async def assign_warning(warning_id: Key, body: AssignRequest, who: Operator) -> dict:
         return act(lambda: warnings.assign(warning_id, body.assignee, who.name), warning_id)
 
     @app.post(
@@ -332,7 +355,7 @@ def create_app(
         responses={404: {}, 409: {}},
         tags=["warnings"],
     )
-    async def clear_warning(warning_id: str, body: ClearRequest, who: Operator) -> ClearResponse:
+    async def clear_warning(warning_id: Key, body: ClearRequest, who: Operator) -> ClearResponse:
         """End an active warning by hand; issues a CAP Cancel."""
         message = act(lambda: warnings.clear(warning_id, who.name, body.reason), warning_id)
         return ClearResponse(
@@ -367,7 +390,7 @@ def create_app(
     async def list_incidents(
         _: Viewer,
         active: bool | None = None,
-        site: str | None = None,
+        site: Filter = None,
         limit: int = Query(1000, ge=1, le=10_000),
     ) -> list[IncidentOut]:
         """Newest activity first."""
@@ -379,7 +402,7 @@ def create_app(
         responses={404: {}},
         tags=["incidents"],
     )
-    async def get_incident(incident_id: str, _: Viewer) -> IncidentOut:
+    async def get_incident(incident_id: Key, _: Viewer) -> IncidentOut:
         incident = warnings.incidents.get(incident_id)
         if incident is None:
             raise HTTPException(404, f"no incident '{incident_id}'")
@@ -394,7 +417,7 @@ def create_app(
     @app.get(
         "/api/v1/sites/{site_id}", response_model=SiteOut, responses={404: {}}, tags=["registry"]
     )
-    async def get_site(site_id: str, _: Viewer) -> SiteOut:
+    async def get_site(site_id: Key, _: Viewer) -> SiteOut:
         site = registry.site(site_id)
         if site is None:
             raise HTTPException(404, f"no site '{site_id}'")
@@ -415,7 +438,7 @@ def create_app(
         responses={404: {}, 409: {}},
         tags=["registry"],
     )
-    async def delete_site(site_id: str, who: Admin) -> Deleted:
+    async def delete_site(site_id: Key, who: Admin) -> Deleted:
         before = registry.site(site_id)
         if before is None:
             raise HTTPException(404, f"no site '{site_id}'")
@@ -427,9 +450,7 @@ def create_app(
         return Deleted(deleted=site_id)
 
     @app.get("/api/v1/assets", response_model=list[AssetOut], tags=["registry"])
-    async def list_assets(
-        _: Viewer, site: str | None = None, type: str | None = None
-    ) -> list[AssetOut]:
+    async def list_assets(_: Viewer, site: Filter = None, type: Filter = None) -> list[AssetOut]:
         levels = asset_levels()
         return [
             asset_out(a, levels)
@@ -440,7 +461,7 @@ def create_app(
     @app.get(
         "/api/v1/assets/{asset_id}", response_model=AssetOut, responses={404: {}}, tags=["registry"]
     )
-    async def get_asset(asset_id: str, _: Viewer) -> AssetOut:
+    async def get_asset(asset_id: Key, _: Viewer) -> AssetOut:
         if not registry.known(asset_id):
             raise HTTPException(404, f"no asset '{asset_id}'")
         return asset_out(registry.info(asset_id), asset_levels())
@@ -463,7 +484,7 @@ def create_app(
     @app.delete(
         "/api/v1/assets/{asset_id}", response_model=Deleted, responses={404: {}}, tags=["registry"]
     )
-    async def delete_asset(asset_id: str, who: Admin) -> Deleted:
+    async def delete_asset(asset_id: Key, who: Admin) -> Deleted:
         """Remove an asset and its bindings (its warnings and CAP history stay)."""
         before = _asset_dict(registry, asset_id)
         if before is None:
@@ -473,7 +494,7 @@ def create_app(
         return Deleted(deleted=asset_id)
 
     @app.get("/api/v1/bindings", response_model=list[BindingOut], tags=["registry"])
-    async def list_bindings(_: Viewer, asset: str | None = None) -> list[BindingOut]:
+    async def list_bindings(_: Viewer, asset: Filter = None) -> list[BindingOut]:
         out = []
         for ref, bound in sorted(registry.bindings().items()):
             if asset is None or bound == asset:
@@ -506,7 +527,7 @@ def create_app(
         responses={404: {}},
         tags=["registry"],
     )
-    async def delete_binding(gateway: str, device: str, who: Admin) -> Deleted:
+    async def delete_binding(gateway: Key, device: Key, who: Admin) -> Deleted:
         ref = f"{gateway}/{device}"
         before = registry.bindings().get(ref)
         if before is None:
@@ -519,9 +540,9 @@ def create_app(
     @app.get("/api/v1/readings", response_model=ReadingsOut, responses={422: {}}, tags=["readings"])
     async def readings(
         _: Viewer,
-        gateway: str,
-        device: str,
-        quantity: str,
+        gateway: Series,
+        device: Series,
+        quantity: Series,
         start: float | None = Query(None, description="epoch seconds; default end - 1 h"),
         end: float | None = Query(None, description="epoch seconds; default now"),
         step: float | None = Query(
@@ -550,9 +571,9 @@ def create_app(
     @app.get("/api/v1/audit", response_model=list[AuditOut], tags=["admin"])
     async def audit_log(
         _: Admin,
-        actor: str | None = None,
-        action: str | None = None,
-        target: str | None = None,
+        actor: Filter = None,
+        action: Filter = None,
+        target: Filter = None,
         since: float | None = None,
         until: float | None = None,
         limit: int = Query(1000, ge=1, le=10_000),
@@ -593,7 +614,7 @@ def create_app(
         responses={404: {}},
         tags=["admin"],
     )
-    async def revoke_token(token_id: str, who: Admin) -> TokenOut:
+    async def revoke_token(token_id: Key, who: Admin) -> TokenOut:
         before = tokens.get(token_id)
         if before is None:
             raise HTTPException(404, f"no token '{token_id}'")

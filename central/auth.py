@@ -81,6 +81,8 @@ class TokenStore:
 
     def lookup(self, token: str) -> TokenRecord | None:
         """The live (not revoked) token with this plaintext, or None."""
+        if "\x00" in token or len(token) > 200:  # never a token of ours; keep it off the DB
+            return None
         digest = hash_token(token)
         row = self.db.execute(
             "SELECT id, name, role, created_at, revoked_at, token_hash FROM api_tokens"
