@@ -239,6 +239,9 @@ def test_five_families_tells_each_story() -> None:
 def test_existing_scenarios_stay_valid_and_mixed_ones_report_file_line() -> None:
     assert load_sim_scenario("gas-leak").device_ids() == ["gas-1", "gas-2"]
     assert load_sim_scenario("urban-lifeline").tcp is not None
+    # a driver's own scenario of another transport is servable as it is
+    camera = load_sim_scenario(REPO / "hardware/sensors/thermal-camera/scenario.yaml")
+    assert camera.device_ids() == ["cam-plantroom"] and camera.tcp is None
     text = textwrap.dedent(
         """\
         name: mixed

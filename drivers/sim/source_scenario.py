@@ -46,7 +46,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from drivers.modbus.codec import Value
 from drivers.modbus.profile import NAME_PATTERN, DeviceProfile, raise_at
-from drivers.registry import SourceProfile, load_source_profile
+from drivers.registry import (
+    MODBUS_TRANSPORTS,
+    SourceProfile,
+    driver_transport,
+    load_source_profile,
+)
 from drivers.sim.scenario import (
     DeviceSpec,
     FaultSpec,
@@ -542,14 +547,43 @@ class SimScenario(_Strict):
 
 
 def load_sim_scenario(path_or_name: str | Path) -> SimScenario:
-    """A scenario file (any transport mix) by .yaml path or by name in hardware/scenarios."""
+    """A scenario file (any transport mix) by .yaml path or by name in hardware/scenarios.
+
+    A driver's own scenario.yaml of another transport (a SourceScenario: its `devices` are
+    CoAP, serial-line or BLE devices) loads too, as the `sources` of a SimScenario.
+    """
     text = str(path_or_name)
     if isinstance(path_or_name, Path) or text.endswith((".yaml", ".yml")) or "/" in text:
-        return load_yaml_model(text, SimScenario)
-    path = scenario_dir() / f"{text}.yaml"
-    if not path.is_file():
-        names = ", ".join(available_scenarios()) or "none"
-        raise ConfigError(
-            text, [ConfigProblem(None, None, "", f"unknown scenario; available: {names}")]
+        path = Path(text)
+    else:
+        path = scenario_dir() / f"{text}.yaml"
+        if not path.is_file():
+            names = ", ".join(available_scenarios()) or "none"
+            raise ConfigError(
+                text, [ConfigProblem(None, None, "", f"unknown scenario; available: {names}")]
+            )
+    if _lists_source_devices(path):
+        source = load_yaml_model(path, SourceScenario)
+        return SimScenario(
+            name=source.name,
+            description=source.description,
+            duration=source.duration,
+            sources=source.devices,
         )
     return load_yaml_model(path, SimScenario)
+
+
+class _Peek(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    devices: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def _lists_source_devices(path: Path) -> bool:
+    """True when the file's `devices` are of a non-Modbus driver (a SourceScenario)."""
+    try:
+        peek = load_yaml_model(path, _Peek)
+        profile = peek.devices[0].get("profile") if peek.devices else None
+        return isinstance(profile, str) and driver_transport(profile) not in MODBUS_TRANSPORTS
+    except ConfigError:
+        return False  # the full load reports what is wrong, at its line
