@@ -61,6 +61,7 @@ class IngestPipeline:
         self.rules = list(rules)
         self.rules_dir = rules_dir
         gas_base = self.rules[0].cfg if self.rules else GasRuleConfig()
+        self._registry_version: object = None
         self.engine = RuleEngine(
             book if book is not None else load_rulebook(rules_dir),
             registry.asset_for,
@@ -148,13 +149,14 @@ class IngestPipeline:
         birth = body if state == "online" and isinstance(body.get("devices"), list) else None
         if birth:
             self.registry.learn_birth(gateway, birth)
-            self.engine.invalidate()  # bindings may have changed
+            self.engine.rebind()  # device bindings may have changed
         self.engine.set_gateway_state(gateway, state)
         self.store.update_gateway(gateway, site, state, epoch, birth, msg.received_at)
 
     def evaluate(self, packs: Sequence[Pack], received_at: float) -> list[IssuedMessage]:
         """Judge newly stored readings on event time: rules, fusion, warning lifecycle."""
         issued: list[IssuedMessage] = []
+        self._follow_registry()
         samples = [
             (record.time, pack.gateway, record)
             for pack in packs
@@ -210,6 +212,21 @@ class IngestPipeline:
             message = self.warnings.apply(fused)
             if message is not None:
                 issued.append(message)
+
+    def _follow_registry(self) -> None:
+        """Assets edited in the registry (API, import): rebuild their rules. Uses the
+        registry's ``version()`` where it offers one (a number that changes with every
+        edit); without it, edits reach the rules at the next ``reload_rules``."""
+        version = getattr(self.registry, "version", None)
+        if not callable(version):
+            return
+        current = version()
+        if current != self._registry_version:
+            if self._registry_version is not None:
+                self.engine.invalidate()
+                self.fusion.reseat()
+                self.late_fusion.reseat()
+            self._registry_version = current
 
     def tick(self, now: float) -> list[IssuedMessage]:
         """Wall-clock liveness: call about once a second; returns the CAP messages issued

@@ -10,12 +10,15 @@ import itertools
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from central.config import CentralConfig
 from central.fusion import AssetLevelFusion
 from central.ingest import Inbound, IngestPipeline
 from central.registry import AssetInfo, AssetRegistry
 from central.rules.engine import RuleEngine
+from central.rules.machine import Debounce, LevelState
 from central.rules.spec import RuleBook, load_rulebook
 from central.store import Store
 from central.warnings import WarningManager
@@ -330,3 +333,53 @@ def test_reload_rules_applies_new_thresholds_and_keeps_active_warnings(tmp_path)
     issued = p.send(T0 + 10, "h2s", [0.5] * 4)
     assert [m.msg_type for m in issued] == ["Cancel"]
     p.store.close()
+
+
+def test_a_gateway_birth_keeps_the_rules_state_of_an_ongoing_warning(tmp_path):
+    import json
+
+    from cloud_bridge.mqtt import state_topic
+
+    p = Pipeline(tmp_path)
+    issued = p.send(T0, "h2s", [8.0, 8.0])
+    assert [(m.msg_type, m.level) for m in issued] == [("Alert", "yellow")]
+    birth = {"state": "online", "epoch": 2, "devices": [{"id": "gas-1", "asset": "pit"}]}
+    msg = Inbound(state_topic("s", "gw-1"), json.dumps(birth).encode(), None, T0 + 3)
+    assert p.pipeline.handle([msg]) == []
+    # The rule still knows it is yellow: one reading at 6.5 ppm (inside the hysteresis)
+    # says nothing, and three clean ones cancel the warning it raised.
+    assert p.send(T0 + 4, "h2s", [6.5]) == []
+    issued = p.send(T0 + 5, "h2s", [0.5] * 3)
+    assert [m.msg_type for m in issued] == ["Cancel"]
+    p.store.close()
+
+
+def test_gateway_offline_state_silences_wall_clock_liveness(tmp_path):
+    import json
+
+    from cloud_bridge.mqtt import state_topic
+
+    p = Pipeline(tmp_path)
+    p.send(T0, "ch4_lel", [0.01] * 3)
+    bye = Inbound(state_topic("s", "gw-1"), json.dumps({"state": "offline"}).encode(), None, T0 + 4)
+    p.pipeline.handle([bye])
+    assert p.pipeline.tick(T0 + 600) == []  # the gateway is down, not its sensors
+    p.store.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)), max_size=120),
+    st.integers(1, 3),
+    st.integers(1, 3),
+)
+def test_level_machine_never_exceeds_its_inputs_or_cap(steps, raise_samples, clear_samples):
+    machine = Debounce(raise_samples, 0.0, clear_samples)
+    state = LevelState()
+    previous = 0
+    for i, (enter, hold, cap) in enumerate(steps):
+        changed = machine.step(state, float(i), enter, hold, cap)
+        assert state.emitted == min(state.level, cap)
+        assert changed == (state.emitted != previous)
+        assert state.level <= max(e for e, _, _ in steps[: i + 1])  # no level nobody entered
+        previous = state.emitted

@@ -131,8 +131,14 @@ class RuleEngine:
         self.book = book
         self.invalidate()
 
+    def rebind(self) -> None:
+        """Device bindings may have changed (a gateway's birth): every series looks up its
+        asset again on its next reading; the rules of assets keep their state."""
+        self.gen += 1
+
     def invalidate(self) -> None:
-        """Re-bind series to assets and rules on their next reading (bindings changed)."""
+        """Assets or rule sets changed: rebuild every asset's rules (their state starts
+        afresh; the pipeline holds active warnings meanwhile, see AssetLevelFusion.reseat)."""
         self.gen += 1
         self._assets.clear()
         self.problems.clear()
