@@ -521,3 +521,102 @@ async def test_a_gatt_driver_runs_the_contract_over_the_simulated_link(
     scenario = check_scenario(driver, profile)
     with pytest.raises(ContractFailure, match=r"\(garbage\): 4 readings came through"):
         await asyncio.wait_for(check_faults(driver, profile, scenario), WIRE_BUDGET_S)
+
+
+def source_driver(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    transport: str,
+    profile: str,
+    devices: str,
+) -> DriverInfo:
+    """A driver folder on SENTRYLINE_DRIVER_PATH made of a profile and scenario devices."""
+    folder = root / name
+    folder.mkdir()
+    (folder / "driver.yaml").write_text(
+        f"name: {name}\nfamily: other\ntransport: {transport}\nversion: 0.1.0\n"
+        "description: A test driver.\n"
+    )
+    (folder / "profile.yaml").write_text(
+        f"name: {name}\nfamily: other\ntransport: {transport}\n{profile}"
+    )
+    (folder / "scenario.yaml").write_text(
+        f"name: {name}-contract\nduration: 40\ndevices:\n  - id: {name}-1\n"
+        f"    profile: {name}\n{devices}"
+    )
+    (folder / "README.md").write_text(f"# {name}\n")
+    monkeypatch.setenv(DRIVER_PATH_ENV, str(root))
+    return get_driver(name)
+
+
+PLAIN_COAP = """\
+path: /v1/state
+payload: plain
+plain:
+  time: /ts
+  time_scale: 0.001
+  fields:
+    - {pointer: /crack/mm, quantity: crack, unit: mm}
+    - {pointer: /tilt/1, quantity: tilt_y, unit: rad, scale: 0.001}
+    - {pointer: /ok, quantity: ok}
+points:
+  - {name: crack, unit: mm, range: [0, 100]}
+  - {name: tilt_y, unit: rad, range: [-0.2, 0.2]}
+  - {name: ok, kind: bool}
+"""
+
+BINARY_SERIAL = """\
+framing: binary
+serial: {baudrate: 115200}
+binary:
+  format: "<hHB"
+  fields:
+    - {quantity: level, scale: 0.001}
+    - {quantity: battery_v, scale: 0.001}
+    - {quantity: code, scale: 1}
+points:
+  - {name: level, unit: m, range: [0, 30]}
+  - {name: battery_v, unit: V, range: [0, 16]}
+  - {name: code, unit: count, range: [0, 255]}
+"""
+
+SIGNALS = """\
+    signals:
+      {a}: {{baseline: {x}, noise: {n}, phases: [{{at: 10, ramp_to: {y}, over: 20}}]}}
+      {b}: {{baseline: {z}, noise: {m}}}
+    faults:
+      - {{at: 15, kind: spike, point: {a}, value: {y}}}
+      - {{at: 25, until: 28, kind: silent}}
+      - {{at: 30, until: 32, kind: garbage}}
+      - {{at: 33, until: 36, kind: stuck}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("transport", "profile", "devices"),
+    [
+        (
+            "coap",
+            PLAIN_COAP,
+            "    values: {ok: true}\n"
+            + SIGNALS.format(a="crack", x=0.4, y=1.2, n=0.002, b="tilt_y", z=0.001, m=0.0001),
+        ),
+        (
+            "serial-line",
+            BINARY_SERIAL,
+            "    interval: 0.5\n    values: {code: 7}\n"
+            + SIGNALS.format(a="level", x=1.2, y=2.5, n=0.004, b="battery_v", z=12.4, m=0.02),
+        ),
+    ],
+    ids=["coap-plain", "serial-binary"],
+)
+async def test_plain_coap_and_binary_serial_drivers_run_the_contract(
+    transport: str, profile: str, devices: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = source_driver(tmp_path, monkeypatch, "probe", transport, profile, devices)
+    results = await contract.run_contract(driver)
+    assert [(r.name, r.detail) for r in results if not r.ok] == []
+    assert [r.detail for r in results if r.name == "faults"] == ["4 faults seen"]
+    wire = next(r.detail for r in results if r.name == "wire")
+    assert int(wire.split()[0]) >= 6, wire  # every readable sample time was compared
