@@ -179,8 +179,12 @@ def replay(
     assets: list[AssetConfig],
     rules_dir: Path | None = None,
     gas: GasRuleConfig | None = None,
-) -> tuple[list[Replayed], list[str]]:
-    """Run ``packs`` through a fresh pipeline in event-time order; (issued, rule problems)."""
+) -> tuple[list[Replayed], list[str], dict[str, int]]:
+    """Run ``packs`` through a fresh pipeline in event-time order.
+
+    Returns what was issued, problems with per-asset rule overrides (and rejected packs),
+    and the engine's quality counters (spikes dropped, out of range, skipped, out of order).
+    """
     book = load_rulebook(rules_dir)
     ordered = sorted(packs, key=lambda p: min(r.time for r in p.records))
     out: list[Replayed] = []
@@ -218,11 +222,12 @@ def replay(
                     )
             problems = list(pipeline.engine.problems)
             rejected = dict(pipeline.rejected)
+            counters = dict(pipeline.engine.counters)
         finally:
             store.close()
     if rejected:
         problems.append(f"rejected packs: {rejected}")
-    return out, problems
+    return out, problems, counters
 
 
 @app.command("test")
@@ -236,7 +241,7 @@ def test(
     try:
         assets = load_yaml_model(layout, Layout).assets if layout else []
         packs = load_packs(readings)
-        issued, problems = replay(packs, assets, rules_dir)
+        issued, problems, counters = replay(packs, assets, rules_dir)
     except ConfigError as exc:
         typer.echo(f"configuration error in {exc.source}:", err=True)
         typer.echo(str(exc), err=True)
@@ -248,10 +253,19 @@ def test(
         typer.echo(f"warning: {problem}", err=True)
     count = sum(len(p.records) for p in packs)
     if as_json:
-        doc = {"readings": count, "issued": [r.as_json() for r in issued], "problems": problems}
+        doc = {
+            "readings": count,
+            "issued": [r.as_json() for r in issued],
+            "quality": counters,
+            "problems": problems,
+        }
         typer.echo(json.dumps(doc, indent=2))
         return
-    typer.echo(f"{count} readings replayed, {len(issued)} messages would be issued")
+    quality = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counters.items() if v)
+    typer.echo(
+        f"{count} readings replayed, {len(issued)} messages would be issued"
+        + (f" (quality: {quality})" if quality else "")
+    )
     for r in issued:
         trigger = " ".join(f"{k}={v}" for k, v in sorted(r.trigger.items()))
         typer.echo(

@@ -30,6 +30,7 @@ def test_gas_example_confirms_caps_biogas_and_ignores_the_spike():
     assert ("Update", "red") in by_asset["pit-7"]  # confirmed by pit 8, 60 m away
     assert by_asset["well-3"] == [("Alert", "yellow"), ("Cancel", "yellow")]  # biogas veto
     assert all(item["type"] == "gas_leak" for item in doc["issued"])  # the H2S spike: nothing
+    assert doc["quality"]["spikes"] == 1
     red = next(i for i in doc["issued"] if i["level"] == "red")
     assert red["rule"] == "gas-ch4" and red["trigger"]["CONFIRMED"] == "TRUE"
     assert red["time"].endswith("Z")

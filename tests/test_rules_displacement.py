@@ -137,3 +137,21 @@ def test_a_steady_creep_predicts_nothing():
         h.send("gnss-1", "gnss_e", T0 + i * H, (1.0 * i / 24) / 1000.0)
     assert [tr for tr in h.transitions if tr.trigger.get("PREDICTED_FAILURE_H")] == []
     assert h.levels("displacement") == []
+
+
+def test_heavy_rain_on_the_site_escalates_yellow_to_orange():
+    def run(rain_mm_per_10min: float) -> list:
+        h = Harness(
+            AssetInfo("bank", "River bank", type="slope", site="hill", meta={"control_value": 5.0}),
+            AssetInfo("rg", "rg", type="rain-gauge", site="hill"),
+            bindings={"cm-1": "bank", "cm-2": "bank"},
+        )
+        for i in range(12):
+            t = T0 + i * 600
+            h.send("rg", "rain_acc", t, i * rain_mm_per_10min)
+            h.send("cm-1", "crack", t, min(3.7, 0.5 + 0.4 * i))
+            h.send("cm-2", "crack", t, min(3.6, 0.5 + 0.4 * i))
+        return h.levels("displacement", "bank")
+
+    assert run(0.5) == ["yellow"]  # 3 mm/h: yellow stays yellow
+    assert run(5.0) == ["orange"]  # 30 mm/h: the same displacement is orange

@@ -54,6 +54,10 @@ class DisplacementParams(RuleParams):
     iv_min_r2: float = Field(0.8, gt=0, le=1)
     iv_orange_h: float = Field(72.0, gt=0)
     iv_red_h: float = Field(24.0, gt=0)
+    heavy_rain_mm_h: float | None = Field(
+        20.0, gt=0, description="site rain in the last hour that escalates yellow to orange"
+    )
+    rain_max_age_s: float = Field(3600.0, gt=0)
 
 
 @dataclass(slots=True)
@@ -163,6 +167,11 @@ class DisplacementRule:
             self._agreed = levels[k - 1] if k else 0
         k, levels_n = min(p.k, self._n), self._n
         new = min(self._agreed, cap)
+        rain = None
+        if new == 2 and p.heavy_rain_mm_h is not None:
+            rain = ctx.site_get("rain_1h", t, p.rain_max_age_s)
+            if rain is not None and rain >= p.heavy_rain_mm_h:
+                new = min(3, cap)  # short-duration heavy rain escalates (CMA, landslides)
         if new != c.emitted:
             c.emitted = c.level = new
             out.append(
@@ -179,8 +188,9 @@ class DisplacementRule:
                         "AGREEING": f"{k}/{levels_n}",
                     },
                     f"{quantity} at {frac * 100:.0f} % of its control value, rate at "
-                    f"{rate_frac * 100:.0f} %; {k} of {levels_n} sensors agree: "
-                    f"{level_of(new) or 'cleared'}",
+                    f"{rate_frac * 100:.0f} %; {k} of {levels_n} sensors agree"
+                    + (f"; heavy rain {rain:.0f} mm/h escalates" if new == 3 and rain else "")
+                    + f": {level_of(new) or 'cleared'}",
                 )
             )
         if quantity == self.tangent_q:
