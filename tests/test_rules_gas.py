@@ -145,3 +145,16 @@ def test_h2s_yellow_orange_hysteresis_and_clear():
     assert h.levels("h2s_exposure") == ["yellow", "orange", "yellow"]
     h.series("s", "h2s", T0 + 12, [1.0] * 3)
     assert h.levels("h2s_exposure") == ["yellow", "orange", "yellow", None]
+
+
+def test_a_sustained_rise_below_ten_percent_is_blue_and_noise_is_not():
+    h = Harness(detector("a", 31.8))
+    h.series("a", "ch4_lel", T0, [0.01 + 0.006 * i for i in range(12)])  # 1 → 7.6 %LEL
+    assert h.levels("gas_leak") == ["blue"]
+    assert h.transitions[-1].event_time == T0 + 10  # the tenth rising step
+    h.series("a", "ch4_lel", T0 + 12, [0.07] * 3)  # the climb stops: cleared after 3
+    assert h.levels("gas_leak") == ["blue", None]
+
+    noisy = Harness(detector("a", 31.8))
+    noisy.series("a", "ch4_lel", T0, [0.02, 0.03] * 30)  # jitter, no trend
+    assert noisy.events == []

@@ -248,11 +248,23 @@ class GasCh4Params(RuleParams):
     )
     marker_min: float = Field(0.0, ge=0)
     marker_max_age_s: float = Field(600.0, gt=0)
+    blue_rise_samples: int | None = Field(
+        None, ge=2, description="blue on a sustained rise: this many rising samples in a row"
+    )
+    blue_rise_total: float = Field(0.05, gt=0, description="… adding up to at least this ratio")
 
     def thresholds(self, base: GasRuleConfig) -> GasRuleConfig:
         names = GasRuleConfig.model_fields
         update = {k: v for k, v in self.model_dump().items() if k in names and v is not None}
         return GasRuleConfig.model_validate({**base.model_dump(), **update})
+
+
+@dataclass(slots=True)
+class _Rise:
+    start: float
+    last: float
+    run: int = 0
+    m: LevelState = dataclasses.field(default_factory=LevelState)
 
 
 class GasCh4EngineRule:
@@ -278,6 +290,8 @@ class GasCh4EngineRule:
         self.inner = GasCh4Rule(self.cfg)
         self._raw: dict[str, int] = {}
         self._emitted: dict[str, int] = {}
+        self._rise: dict[str, _Rise] = {}
+        self._rise_debounce = Debounce(1, 0.0, self.cfg.clear_samples)
         self.sewer = params.sewer_veto and str(ctx_info.meta.get("context", "")) == "sewer"
 
     def _confirmed(self, ctx: AssetContext, series: str, t: float) -> bool:
@@ -297,6 +311,22 @@ class GasCh4EngineRule:
             if meters_between(me.lat, me.lon, point.lat, point.lon) <= within:  # type: ignore[arg-type]
                 return True
         return False
+
+    def _sustained_rise(self, series: str, t: float, value: float) -> bool:
+        """A steady climb below the blue threshold ("blue … or a sustained rise"); held by
+        the usual clear samples once the climb stops."""
+        r = self._rise.get(series)
+        if r is None:
+            r = self._rise[series] = _Rise(value, value)
+        if value - r.last > self.cfg.rise_epsilon:
+            r.run += 1
+        else:
+            r.run, r.start = 0, value
+        r.last = value
+        need = self.p.blue_rise_samples or 0
+        enter = 1 if r.run >= need and value - r.start >= self.p.blue_rise_total else 0
+        self._rise_debounce.step(r.m, t, enter, enter)
+        return r.m.level > 0
 
     def _marker_present(self, ctx: AssetContext, t: float) -> bool:
         for q in self.p.biogas_markers:
@@ -320,6 +350,9 @@ class GasCh4EngineRule:
         if tr is not None:
             self._raw[series] = level_rank(tr.level)
         raw = self._raw.get(series, 0)
+        rising = self._sustained_rise(series, t, value) if self.p.blue_rise_samples else False
+        if rising and raw == 0:
+            raw = 1
         out, confirmed, vetoed = raw, False, False
         if raw >= 2:
             confirmed = self._confirmed(ctx, series, t)
