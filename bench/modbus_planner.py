@@ -65,7 +65,8 @@ def planner_rows(profiles: Iterable[DeviceProfile]) -> list[PlannerRow]:
 
 
 def driver_profiles() -> list[DeviceProfile]:
-    return [driver.profile() for driver in list_drivers()]
+    """Every Modbus driver's register map (CoAP, serial and BLE drivers have none)."""
+    return [driver.profile() for driver in list_drivers() if driver.is_modbus]
 
 
 def format_table(rows: Sequence[PlannerRow]) -> str:
