@@ -305,9 +305,13 @@ def create_app(
         asset: Filter = None,
         level: LevelName | None = None,
         type: Filter = None,
+        limit: int = Query(10_000, ge=1, le=100_000),
     ) -> list[dict]:
-        """Warnings (one per asset and type at a time) with their event times."""
-        return warnings.list(active=active, asset=asset, level=level, warning_type=type)
+        """Warnings (one active per asset and type at a time), oldest first, with their
+        event times, operator state and incident."""
+        return warnings.list(
+            active=active, asset=asset, level=level, warning_type=type, limit=limit
+        )
 
     @app.get(
         "/api/v1/warnings/{warning_id}",

@@ -63,25 +63,13 @@ class IssuedMessage:
 
 
 class OperatorState:
-    """Acknowledgement, assignment and manual clear of warnings (table warning_ops)."""
+    """Acknowledgement, assignment and manual clear of warnings (table warning_ops); read
+    back joined with the warnings in WarningManager._select."""
 
     _COLUMNS = ("acknowledged_by", "acknowledged_at", "assignee", "assigned_at", "cleared_by")
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    def get(self, warning_id: str) -> dict[str, Any]:
-        row = self.db.execute(
-            f"SELECT {', '.join(self._COLUMNS)} FROM warning_ops WHERE warning_id = ?",
-            (warning_id,),
-        ).fetchone()
-        return dict(zip(self._COLUMNS, row or (None,) * len(self._COLUMNS), strict=True))
-
-    def all(self) -> dict[str, dict[str, Any]]:
-        rows = self.db.execute(
-            f"SELECT warning_id, {', '.join(self._COLUMNS)} FROM warning_ops"
-        ).fetchall()
-        return {r[0]: dict(zip(self._COLUMNS, r[1:], strict=True)) for r in rows}
 
     def set(self, warning_id: str, **values: Any) -> None:
         columns = list(values)
@@ -171,10 +159,10 @@ class WarningManager:
     # -- from operators ------------------------------------------------------------------
     def find(self, warning_id: str) -> dict[str, Any]:
         """One warning as the API shows it; WarningNotFound if there is none."""
-        for warning in self.store.list_warnings():
-            if warning["id"] == warning_id:
-                return self._with_ops(warning, self.operator.get(warning_id))
-        raise WarningNotFound(warning_id)
+        found = self._select("w.id = ?", [warning_id], 1)
+        if not found:
+            raise WarningNotFound(warning_id)
+        return found[0]
 
     def list(
         self,
@@ -183,27 +171,52 @@ class WarningManager:
         asset: str | None = None,
         level: str | None = None,
         warning_type: str | None = None,
+        limit: int = 100_000,
     ) -> list[dict[str, Any]]:
-        ops = self.operator.all()
-        return [
-            self._with_ops(w, ops.get(w["id"], {}))
-            for w in self.store.list_warnings()
-            if (active is None or w["active"] == active)
-            and (asset is None or w["asset"] == asset)
-            and (level is None or w["level"] == level)
-            and (warning_type is None or w["type"] == warning_type)
-        ]
+        """Oldest first (by the event time each was raised)."""
+        where, params = [], []
+        for column, value in (
+            ("w.active", None if active is None else int(active)),
+            ("w.asset", asset),
+            ("w.level", level),
+            ("w.warning_type", warning_type),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return self._select(" AND ".join(where) or "1 = 1", params, limit)
 
-    def _with_ops(self, warning: dict[str, Any], ops: dict[str, Any]) -> dict[str, Any]:
-        return warning | {
-            "acknowledged": ops.get("acknowledged_by") is not None,
-            "acknowledged_by": ops.get("acknowledged_by"),
-            "acknowledged_at": ops.get("acknowledged_at"),
-            "assignee": ops.get("assignee"),
-            "assigned_at": ops.get("assigned_at"),
-            "cleared_by": ops.get("cleared_by"),
-            "incident": self.incidents.incident_of(warning["id"]),
-        }
+    def _select(self, where: str, params: list[Any], limit: int) -> list[dict[str, Any]]:
+        """Warnings with their operator state and incident: one query, filtered in SQL."""
+        rows = self.store.db.execute(
+            "SELECT w.id, w.asset, w.warning_type, w.level, w.active, w.raised_event_time,"
+            " w.cleared_event_time, w.late, o.acknowledged_by, o.acknowledged_at, o.assignee,"
+            " o.assigned_at, o.cleared_by, m.incident FROM warnings w"
+            " LEFT JOIN warning_ops o ON o.warning_id = w.id"
+            " LEFT JOIN incident_members m ON m.warning_id = w.id"
+            f" WHERE {where} ORDER BY w.raised_event_time, w.id LIMIT ?",
+            [*params, max(1, limit)],
+        ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "asset": r[1],
+                "type": r[2],
+                "level": r[3],
+                "active": bool(r[4]),
+                "event_time": r[5],
+                "cleared_event_time": r[6],
+                "late": bool(r[7]),
+                "acknowledged": r[8] is not None,
+                "acknowledged_by": r[8],
+                "acknowledged_at": r[9],
+                "assignee": r[10],
+                "assigned_at": r[11],
+                "cleared_by": r[12],
+                "incident": r[13],
+            }
+            for r in rows
+        ]
 
     def acknowledge(self, warning_id: str, actor: str) -> dict[str, Any]:
         """Idempotent: acknowledging an acknowledged warning changes nothing."""
