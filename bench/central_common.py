@@ -7,9 +7,13 @@ the bench's working directory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +21,9 @@ from pathlib import Path
 
 from cloud_bridge.mqtt import telemetry_topic
 from cloud_bridge.senml import Pack, Record, encode_pack
+from provisioning.localnet import free_port, stop_process
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PG_DEFAULT = os.environ.get("SENTRYLINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SITE = "site-bench"
@@ -127,3 +134,81 @@ def wire_batches(
     if batch:
         batches.append(batch)
     return batches
+
+
+class CentralWorker:
+    """``sentryline central run`` as its own process on a given storage URL (one worker of
+    several when ``shared``); stopped by PID."""
+
+    def __init__(
+        self,
+        work: Path,
+        name: str,
+        broker_url: str,
+        storage_url: str,
+        *,
+        shared_group: str | None = None,
+        extra: str = "",
+    ) -> None:
+        self.name = name
+        self.log = work / f"{name}.log"
+        self.config = work / f"{name}.yaml"
+        self.http_port = free_port()
+        lines = [
+            f"broker: {{url: '{broker_url}'}}",
+            f"storage: {{url: '{storage_url}'}}",
+            f"http: {{host: 127.0.0.1, port: {self.http_port}}}",
+            f"client_id: bench-{name}-{os.getpid()}-{self.http_port}",
+        ]
+        if shared_group:
+            lines.append(f"workers: {{mode: shared, group: {shared_group}}}")
+        self.config.write_text("\n".join(lines) + "\n" + extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._subscribed_before = 0
+
+    def start(self) -> CentralWorker:
+        self._subscribed_before = self._log_text().count("central: subscribed")
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "provisioning.cli",
+                    "central",
+                    "run",
+                    "--config",
+                    str(self.config),
+                    "--log-level",
+                    "info",
+                ],
+                cwd=REPO_ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        return self
+
+    def _log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def subscribed(self, within_s: float = 60.0) -> None:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if self._log_text().count("central: subscribed") > self._subscribed_before:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self._log_text()[-3000:]}")
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{self.name} not subscribed after {within_s}s")
+
+    @property
+    def is_leader(self) -> bool:
+        return "is the leader" in self._log_text()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout=20)
+        self.proc = None
