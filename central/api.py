@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from central.audit import AuditLog
 from central.auth import Authenticator, Principal, Role, require
@@ -268,7 +269,7 @@ def create_app(
         return AssetOut(**config.model_dump(), level=levels.get(info.id))
 
     def site_out(site: SiteInfo, levels: dict[str, str], open_incidents: list[Incident]):
-        assets = [a.id for a in registry.assets() if a.site == site.id]
+        assets = [a.id for a in registry.assets_of_site(site.id)]
         level = max((levels[a] for a in assets if a in levels), key=level_rank, default=None)  # type: ignore[arg-type]
         return SiteOut(
             id=site.id,
@@ -476,7 +477,10 @@ def create_app(
     async def put_asset(asset_id: IdPath, body: AssetBody, who: Admin) -> AssetOut:
         """Create or replace an asset; ``devices`` listed are bound to it (moved if bound
         elsewhere); bindings not listed are kept."""
-        config = AssetConfig(id=asset_id, **body.model_dump())
+        try:
+            config = AssetConfig(id=asset_id, **body.model_dump())
+        except ValidationError as exc:  # rules only the full asset model states
+            raise RequestValidationError(exc.errors(include_url=False)) from None
         before = _asset_dict(registry, asset_id)
         try:
             registry.put_asset(config, source="api")

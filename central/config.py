@@ -132,6 +132,14 @@ class AssetConfig(_Strict):
         default_factory=list, description="'gateway/device' references bound to this asset"
     )
 
+    @field_validator("geometry")
+    @classmethod
+    def _a_real_polygon(cls, ring: list[Position] | None) -> list[Position] | None:
+        # CAP needs a ring of >= 3 distinct points; checked here so no warning fails later.
+        if ring is not None and len({(p.lat, p.lon) for p in ring}) < 3:
+            raise ValueError("a polygon needs at least 3 distinct points")
+        return ring
+
 
 class AuthConfig(_Strict):
     """API access: every request needs a bearer token unless reads are opened to anonymous."""

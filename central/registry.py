@@ -261,6 +261,7 @@ class AssetRegistry:
         self._monotonic = monotonic
         self._assets: dict[str, AssetInfo] = {}
         self._sites: dict[str, SiteInfo] = {}
+        self._by_site: dict[str, list[AssetInfo]] = {}
         self._bindings: dict[str, str] = {}
         self._learned: dict[str, AssetInfo] = {}
         self._learned_bindings: dict[str, str] = {}
@@ -275,6 +276,10 @@ class AssetRegistry:
     def reload(self) -> None:
         self._version = self.store.version()
         self._assets = {a.id: a for a in self.store.assets()}
+        self._by_site = {}
+        for asset in self._assets.values():
+            if asset.site is not None:
+                self._by_site.setdefault(asset.site, []).append(asset)
         self._sites = {s.id: s for s in self.store.sites()}
         self._bindings = self.store.bindings()
         self._checked_at = self._monotonic()
@@ -325,6 +330,10 @@ class AssetRegistry:
     def site(self, site: str) -> SiteInfo | None:
         self._fresh()
         return self._sites.get(site)
+
+    def assets_of_site(self, site: str) -> list[AssetInfo]:
+        self._fresh()
+        return self._by_site.get(site, [])
 
     def bindings(self) -> dict[str, str]:
         self._fresh()

@@ -93,6 +93,7 @@ def test_registry_crud_with_audit(central):
         ("/api/v1/assets/a1", {"devices": ["no-slash"]}),
         ("/api/v1/assets/a1", {"colour": "red"}),
         ("/api/v1/assets/a1", {"geometry": [{"lat": 1, "lon": 2}]}),
+        ("/api/v1/assets/a1", {"geometry": [{"lat": 1, "lon": 2}] * 3}),  # not 3 distinct
         ("/api/v1/sites/s1", {"meta": "not a mapping"}),
     ],
 )
