@@ -10,6 +10,7 @@ each of its CAP messages carries in ``incidents``.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -336,7 +337,7 @@ class WarningManager:
                 description=tr.summary or headline,
                 effective=self._when(tr.event_time),
                 onset=self._when(onset) if onset is not None else None,
-                area=CapArea(info.name, info.lat, info.lon, info.radius_km, info.geometry),
+                area=_area(info),
                 parameters=(
                     ("RULE_ID", tr.rule_id),
                     ("ASSET_ID", tr.asset),
@@ -399,6 +400,28 @@ class WarningManager:
         return IssuedMessage(
             identifier, msg_type, level, tr.asset, tr.warning_type, tr.event_time, xml, incident
         )
+
+
+def _valid_point(lat: float | None, lon: float | None) -> bool:
+    return (
+        lat is not None
+        and lon is not None
+        and math.isfinite(lat)
+        and math.isfinite(lon)
+        and -90 <= lat <= 90
+        and -180 <= lon <= 180
+    )
+
+
+def _area(info: AssetInfo) -> CapArea:
+    """The asset's polygon, else its circle; a position a gateway's birth got wrong is left
+    out rather than making the warning unsendable."""
+    ring = info.geometry
+    if ring and len(set(ring)) >= 3 and all(_valid_point(lat, lon) for lat, lon in ring):
+        return CapArea(info.name, polygon=ring)
+    if _valid_point(info.lat, info.lon) and math.isfinite(info.radius_km) and info.radius_km >= 0:
+        return CapArea(info.name, info.lat, info.lon, info.radius_km)
+    return CapArea(info.name)
 
 
 def _onset(tr: Transition, trigger: dict[str, Any]) -> float | None:

@@ -239,3 +239,15 @@ def test_list_filters(manager):
     assert [w["asset"] for w in manager.list(active=False)] == ["slope-7"]
     assert [w["type"] for w in manager.list(level="red")] == ["landslide"]
     assert manager.list(asset="nope") == []
+
+
+def test_a_bad_position_from_a_birth_drops_the_area_not_the_warning(store, clock, assert_valid_cap):
+    registry = AssetRegistry([], {}, db=store.db)
+    registry.learn_birth(
+        "gw-9", {"devices": [{"id": "d", "asset": "far", "location": {"lat": 200, "lon": 0}}]}
+    )
+    manager = WarningManager(store, CapConfig(), registry.info, clock)
+    message = manager.apply(gas("red", asset="far"))
+    assert message is not None
+    assert_valid_cap(message.xml)
+    assert b"<circle>" not in message.xml and b"<areaDesc>far</areaDesc>" in message.xml
