@@ -249,19 +249,10 @@ class WarningManager:
     def clear(self, warning_id: str, actor: str, reason: str = "") -> IssuedMessage:
         """End an active warning by hand: a CAP Cancel naming who cleared it and why."""
         before = self.find(warning_id)
-        lane = next(
-            (
-                (active, key)
-                for active in (self.active, self.late_active)
-                for key, row in active.items()
-                if row.id == warning_id
-            ),
-            None,
-        )
-        if lane is None or not before["active"]:
+        # The stored row, not this process's copy: its message chain is the one to cancel.
+        current = next((w for w in self.store.active_warnings() if w.id == warning_id), None)
+        if current is None or not before["active"]:
             raise WarningConflict(f"warning '{warning_id}' is not active")
-        active, key = lane
-        current = active[key]
         summary = f"Cleared manually by {actor}" + (f": {reason}" if reason else "")
         tr = Transition(
             asset=current.asset,
