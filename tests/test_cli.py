@@ -176,6 +176,50 @@ def test_demo_json_and_cap_files(tmp_path, assert_valid_cap, broker):
     assert "nothing lost" in proc.stderr.decode()
 
 
+@pytest.mark.slow
+def test_demo_five_families(tmp_path, assert_valid_cap):
+    """Every transport in one demo: what central stored per family, the thermal model's
+    hotspot event at central, warnings as valid CAP, nothing lost."""
+    out = tmp_path / "caps"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "provisioning.cli",
+            "demo",
+            "--scenario",
+            "five-families",
+            "--json",
+            "--speed",
+            "6",
+            "--duration",
+            "12",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        timeout=150,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["readings"]["produced"] == summary["readings"]["stored"] > 1000
+    families = summary["families"]
+    assert set(families) == {"gas", "water", "rain", "elevator", "displacement", "thermal"}
+    assert all(n > 0 for devices in families.values() for n in devices.values()), families
+    hotspot = [e for e in summary["model_events"] if e["event"] == "thermal:hotspot"]
+    assert hotspot and hotspot[0]["device"] == "cam-plantroom"
+    assert hotspot[0]["model"].startswith("thermal@")
+    assert summary["models"]["tower-lift"]["results"] > 0  # the lift model ran and reported
+    assert summary["alerts"] and {f.stem for f in out.glob("*.xml")} == {
+        a["identifier"] for a in summary["alerts"]
+    }
+    for f in out.glob("*.xml"):
+        assert_valid_cap(f.read_bytes())
+    assert "nothing lost" in proc.stderr.decode()
+
+
 def test_example_configs_stay_valid():
     from central.config import load_central_config
     from gateway.config import load_gateway_config

@@ -46,6 +46,8 @@ _TRANSPORT = frozenset(
     }
 )
 
+SHUTDOWN_LIMIT_S = 3.0
+
 FrameHandler = Callable[[Blob], None]  # raises PayloadError for a frame it cannot use
 
 
@@ -132,7 +134,12 @@ class CoapSource:
                         name=f"coap {device_id}",
                     )
         finally:
-            await ctx.shutdown()
+            # Bounded: a shutdown must not hang on an exchange the device never finishes.
+            try:
+                async with asyncio.timeout(SHUTDOWN_LIMIT_S):
+                    await ctx.shutdown()
+            except TimeoutError:
+                log.warning("coap: client context did not shut down in %g s", SHUTDOWN_LIMIT_S)
 
     def _crashed(self, _exc: BaseException) -> None:
         self.crashes += 1
