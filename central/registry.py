@@ -293,6 +293,13 @@ class AssetRegistry:
             self.reload()
 
     # -- what ingest and the lifecycle ask
+    def version(self) -> int:
+        """Changes with every registry edit (this process's at once, others' within
+        ``recheck_s``): callers rebuild what they derived from the registry when it moves.
+        Answered from memory, like every lookup here."""
+        self._fresh()
+        return self._version
+
     def learn_birth(self, gateway: str, birth: dict) -> None:
         for device in birth.get("devices") or []:
             if not isinstance(device, dict) or not isinstance(device.get("id"), str):

@@ -116,14 +116,18 @@ def test_a_change_by_another_process_is_seen_after_the_recheck(ops_db):
     other.put_asset(AssetInfo("lift-2", "Lift 2", type="elevator"), "import")
     other.bind("gw-1", "lift-2", "lift-2")
     assert registry.asset_for("gw-1", "lift-2") == "gw-1.lift-2"  # not yet
+    seen = registry.version()
     ticker.now += 5
+    assert registry.version() != seen
     assert registry.asset_for("gw-1", "lift-2") == "lift-2"
     assert registry.info("lift-2").type == "elevator"
 
 
 def test_changes_through_the_registry_apply_at_once(ops_db):
     registry = AssetRegistry(CONFIG_ASSETS, {}, db=ops_db, recheck_s=3600)
+    before = registry.version()
     registry.put_asset(AssetConfig(id="lift-2", site="tower-1", devices=["gw-2/lift"]))
+    assert registry.version() != before  # what ingest watches to rebuild its rules
     assert registry.asset_for("gw-2", "lift") == "lift-2"
     registry.bind("gw-2", "lift", "tunnel-a3")  # moved
     assert registry.asset_for("gw-2", "lift") == "tunnel-a3"
