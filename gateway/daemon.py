@@ -315,7 +315,7 @@ class GatewayDaemon:
         )
 
         def birth() -> dict[str, object]:
-            return {
+            doc: dict[str, object] = {
                 "devices": [
                     {
                         "id": d.id,
@@ -328,6 +328,10 @@ class GatewayDaemon:
                     for d in cfg.devices
                 ]
             }
+            for source in sources:
+                if isinstance(source, BleSource):  # as known at this (re)connection
+                    doc["ble"] = {"state": source.state, "reason": source.unavailable}
+            return doc
 
         uplink = Uplink(
             outbox,

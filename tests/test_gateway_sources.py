@@ -359,6 +359,7 @@ async def test_ble_gone_then_back_one_line_each_way(caplog):
         await wait_until(_true(lambda: ble.unavailable is not None), 5, "BLE verdict")
         await asyncio.sleep(0.7)  # a few quiet retries
         assert {h.state for h in ble.health().values()} == {"unavailable"}
+        assert ble.state == "unavailable"
         for link in links.values():
             link.stack_up = True
         await wait_until(
@@ -373,7 +374,7 @@ async def test_ble_gone_then_back_one_line_each_way(caplog):
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and "BlueZ (bluetoothd) is not running" in errors[0], errors
     assert any("BLE available again" in r.getMessage() for r in caplog.records)
-    assert ble.outages == 1 and ble.unavailable is None
+    assert ble.outages == 1 and ble.unavailable is None and ble.state == "available"
     assert sorted(r.name for b in batches for r in b) == ["env-1/temperature", "env-2/temperature"]
     assert health["env-1"].state == "ok" and health["env-1"].reads == 1
 

@@ -64,6 +64,7 @@ class BleSource:
             raise ValueError("no BLE devices")
         self.retry_s = retry_s
         self.unavailable: str | None = None  # why BLE is not read now (None: it is, or may be)
+        self.state = "unknown"  # available once an advertisement or a connection proves it
         self.outages = 0
         self._report: asyncio.Future[BleUnavailable] | None = None
         self._ids = [d.id for d in bthome] + [d.id for d in gatt]
@@ -107,6 +108,7 @@ class BleSource:
             self._report.set_result(exc)
 
     def stack_works(self) -> None:
+        self.state = "available"
         if self.unavailable is not None:
             log.info("BLE available again: reading %s", ", ".join(self._ids))
             self.unavailable = None
@@ -129,6 +131,7 @@ class BleSource:
             else:
                 log.debug("BLE still unavailable: %s", reason)
             self.unavailable = reason
+            self.state = "unavailable"
             await asyncio.sleep(self.retry_s)
 
     async def _session(self) -> BleUnavailable:
