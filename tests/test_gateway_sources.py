@@ -33,7 +33,7 @@ from drivers.sim.modbus_server import ModbusSimulator
 from drivers.sim.scenario import load_scenario
 from drivers.sim.serial_sim import LineFaults, LineSensorSimulator, water_level
 from gateway.config import GatewayConfig
-from gateway.daemon import GatewayDaemon
+from gateway.daemon import GatewayDaemon, device_status_values
 from gateway.sources.ble import BleSource, GattDevice
 from gateway.sources.serial_line import SerialLineSource
 from tests.test_e2e import central_config, running, wait_until
@@ -265,6 +265,7 @@ async def test_no_ble_stack_one_line_and_everything_else_polls(
                 ble = next(s for s in rt.sources if s.name == "ble")
                 await wait_until(_true(lambda: ble.unavailable is not None), 10, "BLE verdict")
                 health = {k: v for s in rt.sources for k, v in s.health().items()}
+                status = {name: value for name, value, _ in device_status_values(rt)}
     finally:
         await coap_sim.stop()
     lines = [r for r in caplog.records if "BLE" in r.getMessage() and r.levelno >= logging.WARNING]
@@ -272,6 +273,7 @@ async def test_no_ble_stack_one_line_and_everything_else_polls(
     text = lines[0].getMessage()
     assert "D-Bus" in text and "tag-1" in text and "env-1" in text
     assert health["tag-1"].state == health["env-1"].state == "unavailable"
+    assert status["ble_available"] == 0.0 and status["errors.gas-1"] == 0
     assert not [
         r for r in caplog.records if r.name.startswith("drivers.ble") and r.levelno >= logging.ERROR
     ]
