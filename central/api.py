@@ -557,7 +557,9 @@ def create_app(
             None, gt=0, description=f"bucket seconds; default (end - start) / {MAX_BUCKETS}"
         ),
     ) -> ReadingsOut:
-        """Numeric readings of one series in [start, end), one min/max/avg/count per bucket."""
+        """Numeric readings of one series in [start, end), one min/max/avg/count per bucket;
+        periods whose raw rows have expired come from the retained 1-minute / 1-hour
+        aggregates (an aggregate counts in the bucket holding its start)."""
         stop = end if end is not None else time.time()
         begin = start if start is not None else stop - 3600.0
         try:
