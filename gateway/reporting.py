@@ -67,6 +67,7 @@ _RANK[QUALITY_MISSING] = 4
 
 CHECKS = ("gross_range", "spike", "flat_line", "rate_of_change")
 GATEWAY_DEVICE = "gateway"  # the gateway's own status records: never filtered
+_GATEWAY_PREFIX = GATEWAY_DEVICE + "/"
 
 Flag = Literal[3, 4]
 
@@ -279,14 +280,14 @@ class ReportFilter:
         send: list[Record] = []
         counters = self.counters
         for record in records:
-            if record.device == GATEWAY_DEVICE:
-                checked.append(record)
-                send.append(record)
-                continue
-            counters.seen += 1
             series = self._series.get(record.name)
             if series is None:
+                if record.name.startswith(_GATEWAY_PREFIX):
+                    checked.append(record)
+                    send.append(record)
+                    continue
                 series = self._new_series(record)
+            counters.seen += 1
             record = self._check(series, record)
             checked.append(record)
             out = self._report(series, record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from bench.modbus_fleet import cli as bench_modbus_fleet
 from central.cli import app as central_app
 from central.rules_cli import app as rules_app
 from drivers.ble.cli import app as ble_app
@@ -27,6 +28,7 @@ app.add_typer(driver_app, name="driver")
 sensor_app.add_typer(coap_app, name="coap")
 sensor_app.add_typer(ble_app, name="ble")
 app.add_typer(sensor_app, name="sensor")
+bench_app.command("modbus-fleet")(bench_modbus_fleet)
 app.add_typer(bench_app, name="bench")
 app.add_typer(rules_app, name="rules")
 app.command("demo")(demo)

@@ -49,3 +49,41 @@ def test_bench_json_output() -> None:
     assert MACHINE_LINE.match(doc["machine"])
     assert doc["rows"] and all(row["outbox/s"] > 0 for row in doc["rows"])
     assert all(isinstance(t["value"], float) for t in doc["targets"])
+
+
+def test_modbus_fleet_bench_delivers_every_reading_once() -> None:
+    """`sentryline bench modbus-fleet`: the real gateway process, a few devices, JSON out."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "provisioning.cli",
+            "bench",
+            "modbus-fleet",
+            "--quick",
+            "--devices",
+            "5",
+            "--registers",
+            "4",
+            "--naive-duration",
+            "1",
+            "--json",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    doc = json.loads(result.stdout)
+    assert MACHINE_LINE.match(doc["machine"])
+    (row,) = doc["rows"]
+    assert row["produced"] > 0 and row["delivered"] == row["produced"]
+    assert row["devices seen"] == 5 and row["whole polls"] is True
+    assert row["duplicate packs"] == 0 and row["repeated times"] == 0
+    assert row["gateway exit"] == 0
+    for figure in ("gateway cpu %", "gateway peak rss MB", "simulator cpu %", "naive cpu %"):
+        assert isinstance(row[figure], float), figure
+    names = {t["name"] for t in doc["targets"]}
+    assert any("CPU" in n for n in names) and any("RSS" in n for n in names)
