@@ -19,7 +19,7 @@ from cloud_bridge.senml import Record
 from cloud_bridge.uplink import Uplink
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.driver_decoder import DriverDecoders
-from drivers.modbus.profile import load_profile
+from drivers.modbus.profile import DeviceProfile, load_profile
 from drivers.modbus.rtu import ModbusRtuEndpoint
 from drivers.modbus.transport import ModbusTcpEndpoint
 from edge_models.boards import load_board
@@ -257,9 +257,12 @@ class GatewayDaemon:
         # Quality checks and report-by-exception on every source's records; the edge
         # stages still see every reading (flagged), the outbox only what is reported.
         ranges: dict[str, tuple[float, float]] = {}
+        profiles: dict[str, DeviceProfile] = {}  # parsed once, shared by the model's devices
         for d in cfg.devices:
             if d.profile is not None and d.transport.type.startswith("modbus-"):
-                ranges.update(profile_ranges(d.id, load_profile(d.profile)))
+                if d.profile not in profiles:
+                    profiles[d.profile] = load_profile(d.profile)
+                ranges.update(profile_ranges(d.id, profiles[d.profile]))
         reporting = ReportFilter(
             cfg.reporting,
             {d.id: d.reporting for d in cfg.devices if d.reporting is not None},
@@ -296,7 +299,7 @@ class GatewayDaemon:
                     clock_synced=lambda: self.clock.synced,
                 )
             assert device.profile is not None and device.poll_interval is not None  # config
-            profile = load_profile(device.profile)
+            profile = profiles[device.profile]
             buses[key].add_device(
                 device.id,
                 profile,

@@ -26,7 +26,6 @@ as "stuck" or "too fast" depends on the quantity.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, Self
@@ -244,7 +243,9 @@ class ReportCounters:
 @dataclass(slots=True)
 class _Series:
     policy: SeriesPolicy
-    recent: deque[float]  # passing values the spike median is taken over
+    # Passing values the spike median is taken over (a list: a deque costs ~600 bytes,
+    # and a gateway holds one per series).
+    recent: list[float] = field(default_factory=list)
     spike_pending: float | None = None  # last value flagged as a spike (a step, if it stays)
     flat_ref: float | None = None
     flat_since: float = 0.0
@@ -273,6 +274,7 @@ class ReportFilter:
         self.ranges = dict(ranges or {})
         self.counters = ReportCounters()
         self._series: dict[str, _Series] = {}
+        self._policies: dict[tuple[int, str, tuple[float, float] | None], SeriesPolicy] = {}
 
     def process(self, records: Iterable[Record]) -> tuple[list[Record], list[Record]]:
         """(every record, flagged; the records to send). Order is kept in both."""
@@ -300,8 +302,12 @@ class ReportFilter:
 
     def _new_series(self, record: Record) -> _Series:
         config = self.devices.get(record.device, self.default)
-        policy = config.policy(record.quantity, self.ranges.get(record.name))
-        series = _Series(policy, deque(maxlen=policy.spike_window))
+        point_range = self.ranges.get(record.name)
+        key = (id(config), record.quantity, point_range)
+        policy = self._policies.get(key)
+        if policy is None:  # devices of one model share their policies
+            policy = self._policies[key] = config.policy(record.quantity, point_range)
+        series = _Series(policy)
         self._series[record.name] = series
         return series
 
@@ -347,13 +353,14 @@ class ReportFilter:
             return None  # not enough history to judge
         if abs(x - _median(recent)) <= limit:
             recent.append(x)
+            if len(recent) > series.policy.spike_window:
+                del recent[0]
             series.spike_pending = None
             return QUALITY_PASS
         pending = series.spike_pending
         if pending is not None and abs(x - pending) <= limit:
             # The level stayed where the "spike" went: a step. Judge from the new level on.
-            recent.clear()
-            recent.extend((pending, x))
+            recent[:] = (pending, x)
             series.spike_pending = None
             return QUALITY_PASS
         series.spike_pending = x
@@ -422,7 +429,7 @@ def _worse(current: int | None, flag: int) -> int:
     return flag if _RANK.get(flag, 3) > _RANK.get(current, 3) else current
 
 
-def _median(values: deque[float]) -> float:
+def _median(values: list[float]) -> float:
     # statistics.median type-checks every value; this is the same number, several x faster.
     ordered = sorted(values)
     middle = len(ordered) // 2
