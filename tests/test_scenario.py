@@ -220,7 +220,7 @@ def test_load_by_name_and_path(tmp_path: Path) -> None:
     copy.write_text((scenario_dir() / "gas-leak.yaml").read_text())
     assert load_scenario(copy) == sc
     assert load_scenario(str(copy)).name == "gas-leak"
-    with pytest.raises(ConfigError, match="available: .*gas-leak"):
+    with pytest.raises(ConfigError, match=r"available: .*gas-leak"):
         load_scenario("no-such-scenario")
     with pytest.raises(ConfigError, match="file not found"):
         load_scenario(tmp_path / "missing.yaml")
