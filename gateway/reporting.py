@@ -161,9 +161,9 @@ class ReportingConfig(_Strict):
         # Without a heartbeat a quiet series would look dead to central: refuse it here.
         if self.rbe and self.heartbeat_s is None:
             raise ValueError("heartbeat_s is required when rbe is on")
-        for name, override in self.quantities.items():
-            rbe = self.rbe if override.rbe is None else override.rbe
-            heartbeat = override.heartbeat_s or self.heartbeat_s
+        for name in self.quantities:
+            merged = self.model_copy(update=self._override(name))  # as policy() merges
+            rbe, heartbeat = merged.rbe, merged.heartbeat_s
             if rbe and heartbeat is None:
                 raise ValueError(f"quantities.{name}: heartbeat_s is required when rbe is on")
         return self

@@ -292,3 +292,10 @@ def test_reporting_errors_point_at_file_line_and_field(
     assert (problem.line, problem.field) == (line, field), str(caught.value)
     assert message in problem.message
     assert f"{path}:{line}" in str(caught.value)
+
+
+def test_an_override_cannot_turn_the_heartbeat_off_while_rbe_is_on() -> None:
+    with pytest.raises(ValueError, match=r"quantities\.co: heartbeat_s is required"):
+        ReportingConfig.model_validate({"rbe": True, "quantities": {"co": {"heartbeat_s": None}}})
+    config = ReportingConfig.model_validate({"quantities": {"co": {"heartbeat_s": None}}})
+    assert config.policy("co", None).heartbeat_s is None  # fine while RBE is off
