@@ -250,6 +250,14 @@ class Tally:
         while self.records < records and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
+    @property
+    def seq_gaps(self) -> int:
+        """Packs missing between the first and last sequence number of each epoch."""
+        by_epoch: dict[int, list[int]] = defaultdict(list)
+        for epoch, seq in self.packs:
+            by_epoch[epoch].append(seq)
+        return sum(max(s) - min(s) + 1 - len(s) for s in by_epoch.values())
+
     def add(self, payload: bytes) -> None:
         from cloud_bridge.senml import decode_pack
 
@@ -375,7 +383,8 @@ async def fleet_run(work: Path, args: argparse.Namespace, report: Report) -> dic
             deadline = started + max(30.0, args.warmup * 4)
             while len(tally.per_device) < args.devices and time.monotonic() < deadline:
                 if gateway.poll() is not None:
-                    raise RuntimeError(f"gateway exited: see {work / 'gateway.log'}")
+                    log = (work / "gateway.log").read_text(errors="replace").splitlines()
+                    raise RuntimeError("gateway exited:\n" + "\n".join(log[-20:]))
                 await asyncio.sleep(0.1)
             report.say(
                 args.json, f"  all devices delivering after {time.monotonic() - started:.1f}s"
@@ -427,6 +436,7 @@ async def fleet_run(work: Path, args: argparse.Namespace, report: Report) -> dic
         "min per device": min(tally.per_device.values(), default=0),
         "whole polls": whole_polls,
         "duplicate packs": tally.duplicate_packs,
+        "pack seq gaps": tally.seq_gaps,
         "repeated times": tally.repeated_times,
         "gateway exit": exit_code,
         "gateway cpu %": 100 * cpu.get("gateway", float("nan")),
@@ -443,7 +453,12 @@ async def fleet_run(work: Path, args: argparse.Namespace, report: Report) -> dic
 def _targets(report: Report, row: dict[str, Any]) -> None:
     from bench.common import Target
 
-    complete = row["delivered"] == row["produced"] and row["repeated times"] == 0
+    complete = (
+        row["delivered"] == row["produced"]
+        and row["repeated times"] == 0
+        and row["pack seq gaps"] == 0
+        and row["whole polls"]
+    )
     report.targets += [
         Target("gateway CPU, % of one core", row["gateway cpu %"], TARGET_CPU_PCT, "<=", " %"),
         Target("gateway peak RSS", row["gateway peak rss MB"], TARGET_RSS_MB, "<=", " MB"),

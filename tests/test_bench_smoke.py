@@ -82,6 +82,7 @@ def test_modbus_fleet_bench_delivers_every_reading_once() -> None:
     assert row["produced"] > 0 and row["delivered"] == row["produced"]
     assert row["devices seen"] == 5 and row["whole polls"] is True
     assert row["duplicate packs"] == 0 and row["repeated times"] == 0
+    assert row["pack seq gaps"] == 0
     assert row["gateway exit"] == 0
     for figure in ("gateway cpu %", "gateway peak rss MB", "simulator cpu %", "naive cpu %"):
         assert isinstance(row[figure], float), figure
