@@ -91,13 +91,14 @@ def fleet_packs(
     for g in range(gateways):
         gateway = f"gw-{g:03d}"
         records: list[Record] = []
+        span = max(per_gateway // devices, 3)
         leak_device = rng.randrange(devices // 4) * 4  # a CH4 device
         for i in range(per_gateway):
             d = i % devices
             t = start + i // devices
             quantity = QUANTITIES[d % len(QUANTITIES)]
             if quantity == "ch4_lel":
-                leaking = d == leak_device and 60 <= t - start < 90
+                leaking = d == leak_device and span / 3 <= t - start < span * 2 / 3
                 value = 0.3 if leaking else round(rng.uniform(0.0, 0.04), 4)
                 unit = "/"
             else:
