@@ -25,6 +25,8 @@ from provisioning.localnet import free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# `sentryline bench central-…`: every option goes through to the bench's own parser.
+CLI_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 PG_DEFAULT = os.environ.get("SENTRYLINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SITE = "site-bench"
 QUANTITIES = ("ch4_lel", "temperature", "humidity", "co_ppm")

@@ -24,6 +24,8 @@ import pstats
 import sys
 import time
 
+import typer
+
 from bench.central_common import PG_DEFAULT, database_url, fleet_packs, pg_version, wire_batches
 from bench.common import Report, Target, base_parser, workdir
 from central.config import CentralConfig
@@ -95,7 +97,8 @@ def baseline_run(url: str, row_batches: list[list[tuple]]) -> float:
     db = open_database(url)
     db.script(
         "CREATE TABLE readings (gateway TEXT NOT NULL, device TEXT NOT NULL,"
-        " quantity TEXT NOT NULL, t DOUBLE PRECISION NOT NULL, v DOUBLE PRECISION, vs TEXT, vb INTEGER, unit TEXT,"
+        " quantity TEXT NOT NULL, t DOUBLE PRECISION NOT NULL, v DOUBLE PRECISION, vs TEXT,"
+        " vb INTEGER, unit TEXT,"
         " ut DOUBLE PRECISION, q INTEGER, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,"
         " tq INTEGER NOT NULL DEFAULT 0);"
         "CREATE INDEX readings_by_series ON readings (gateway, device, quantity, t);"
@@ -188,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.emit(args.json)
     return 0
+
+
+def cli(ctx: typer.Context) -> None:
+    """Central ingest + rules readings/s on SQLite and PostgreSQL vs raw executemany.
+
+    Options as for ``python -m bench.central_ingest --help``."""
+    raise typer.Exit(main(ctx.args))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from bench.central_common import CLI_SETTINGS as CENTRAL_BENCH
+from bench.central_ingest import cli as bench_central_ingest
+from bench.central_latency import cli as bench_central_latency
+from bench.central_workers import cli as bench_central_workers
 from bench.modbus_fleet import cli as bench_modbus_fleet
 from central.cli import app as central_app
 from central.rules_cli import app as rules_app
@@ -29,6 +33,9 @@ sensor_app.add_typer(coap_app, name="coap")
 sensor_app.add_typer(ble_app, name="ble")
 app.add_typer(sensor_app, name="sensor")
 bench_app.command("modbus-fleet")(bench_modbus_fleet)
+bench_app.command("central-ingest", context_settings=CENTRAL_BENCH)(bench_central_ingest)
+bench_app.command("central-latency", context_settings=CENTRAL_BENCH)(bench_central_latency)
+bench_app.command("central-workers", context_settings=CENTRAL_BENCH)(bench_central_workers)
 app.add_typer(bench_app, name="bench")
 app.add_typer(rules_app, name="rules")
 app.command("demo")(demo)
