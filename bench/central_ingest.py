@@ -24,8 +24,6 @@ import pstats
 import sys
 import time
 
-import typer
-
 from bench.central_common import PG_DEFAULT, database_url, fleet_packs, pg_version, wire_batches
 from bench.common import Report, Target, base_parser, workdir
 from central.config import CentralConfig
@@ -191,13 +189,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.emit(args.json)
     return 0
-
-
-def cli(ctx: typer.Context) -> None:
-    """Central ingest + rules readings/s on SQLite and PostgreSQL vs raw executemany.
-
-    Options as for ``python -m bench.central_ingest --help``."""
-    raise typer.Exit(main(ctx.args))
 
 
 if __name__ == "__main__":

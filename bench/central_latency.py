@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import typer
 
 from bench.central_common import (
     PG_DEFAULT,
@@ -225,13 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.emit(args.json)
     return 0
-
-
-def cli(ctx: typer.Context) -> None:
-    """Reading published → CAP heard, idle and under 10,000 readings/s.
-
-    Options as for ``python -m bench.central_latency --help``."""
-    raise typer.Exit(main(ctx.args))
 
 
 if __name__ == "__main__":

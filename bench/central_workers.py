@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import typer
 
 from bench.central_common import (
     PG_DEFAULT,
@@ -255,13 +254,6 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run(args, report))
     report.emit(args.json)
     return 0
-
-
-def cli(ctx: typer.Context) -> None:
-    """One central worker vs two on PostgreSQL: throughput and correctness.
-
-    Options as for ``python -m bench.central_workers --help``."""
-    raise typer.Exit(main(ctx.args))
 
 
 if __name__ == "__main__":

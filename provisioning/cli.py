@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from bench.central_common import CLI_SETTINGS as CENTRAL_BENCH
-from bench.central_ingest import cli as bench_central_ingest
-from bench.central_latency import cli as bench_central_latency
-from bench.central_workers import cli as bench_central_workers
+from bench.central_common import ingest_cli as bench_central_ingest
+from bench.central_common import latency_cli as bench_central_latency
+from bench.central_common import workers_cli as bench_central_workers
 from bench.modbus_fleet import cli as bench_modbus_fleet
 from central.cli import app as central_app
 from central.rules_cli import app as rules_app
