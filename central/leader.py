@@ -18,6 +18,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+_KEEPALIVES = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
 _TRY = "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))"
 
 
@@ -38,9 +39,15 @@ class LeaderLock:
 
         if self._conn is not None:
             return self.check()
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(self.url)
+        # The server must notice a leader whose host vanished (no FIN): TCP keepalives on
+        # this session end it, and free the lock, within about 11 s instead of hours.
+        params["options"] = f"{params.get('options', '')} {_KEEPALIVES}".strip()
         try:
             conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=int(self.connect_timeout_s)
+                **params, autocommit=True, connect_timeout=int(self.connect_timeout_s)
             )
         except psycopg.Error as exc:
             log.warning("leader lock: cannot connect (%s)", exc)
