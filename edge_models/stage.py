@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud_bridge.outbox import PRIORITY_EVENT, PRIORITY_TELEMETRY
 from cloud_bridge.senml import Record
+from edge_models.attachment import ModelAttachment
 from edge_models.boards import BoardProfile
-from edge_models.kinds import KINDS, Inference, ModelKind
+from edge_models.kinds import Inference
 from edge_models.manifest import MANIFEST_NAME, ManifestError, default_models_dir, load_manifest
 from edge_models.verify import (
     CandidateRejected,
@@ -58,42 +58,6 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[list[Record], int], None]
 _MAX_DETAIL = 120
-
-
-class ModelAttachment(BaseModel):
-    """What a device profile carries to run a model on that device's readings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: Literal["thermal", "elevator", "water_level"]
-    version: str | None = Field(None, pattern=r"^\d+\.\d+\.\d+$", description="pin a version")
-    window: float | None = Field(
-        None, gt=0, le=86_400, description="seconds of readings kept per device"
-    )
-    inputs: dict[str, str] = Field(
-        default_factory=dict, description="model channel → the device's quantity name"
-    )
-    every: float | None = Field(None, ge=0, le=3600, description="seconds between inferences")
-    report_every: float = Field(10.0, ge=0, le=3600, description="seconds between telemetry")
-    persistence: int | None = Field(None, ge=1, le=100, description="results before an event")
-    threshold: float | None = Field(None, description="alarm threshold (probability or metres)")
-    max_gap: float | None = Field(None, gt=0, le=86_400, description="largest gap in a window")
-
-    @model_validator(mode="after")
-    def _fits_kind(self) -> ModelAttachment:
-        kind = KINDS[self.model]
-        unknown = sorted(set(self.inputs) - set(kind.channels))
-        if unknown:
-            known = ", ".join(kind.channels) or "none: it takes frames"
-            raise ValueError(f"inputs {unknown} are not channels of '{self.model}' ({known})")
-        span = kind.window_samples * kind.period_s
-        if self.window is not None and self.window < span:
-            raise ValueError(f"window {self.window} s is shorter than the model's {span:g} s")
-        return self
-
-    @property
-    def kind(self) -> ModelKind:
-        return KINDS[self.model]
 
 
 @dataclass

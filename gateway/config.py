@@ -14,8 +14,8 @@ from drivers.ble.gatt import STANDARD, BleGattTransportConfig, CharacteristicCon
 from drivers.ble.scanner import BleBthomeTransportConfig
 from drivers.coap.client import CoapTransportConfig
 from drivers.registry import SourceProfile
+from edge_models.attachment import ModelAttachment
 from edge_models.boards import load_board
-from edge_models.stage import ModelAttachment
 from gateway.reporting import ReportingConfig
 from provisioning.configfile import ConfigError, load_yaml_model
 

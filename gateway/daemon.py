@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cloud_bridge.outbox import PRIORITY_EVENT, PRIORITY_TELEMETRY, Outbox, OutboxFull
 from cloud_bridge.senml import Record
@@ -22,14 +23,16 @@ from drivers.modbus.driver_decoder import DriverDecoders
 from drivers.modbus.profile import DeviceProfile, load_profile
 from drivers.modbus.rtu import ModbusRtuEndpoint
 from drivers.modbus.transport import ModbusTcpEndpoint
-from edge_models.boards import load_board
-from edge_models.stage import EdgeStage, ModelAttachment
+from edge_models.attachment import ModelAttachment
 from gateway.clock import ClockCorrection, GatewayClock
 from gateway.config import GatewayConfig, ModbusRtuTransport, ModbusTcpTransport, endpoint_key
 from gateway.reporting import ReportFilter, profile_ranges
 from gateway.sources import DeviceHealth, Source
 from gateway.sources.ble import BleSource, LinkFactory, SourceFactory
 from gateway.sources.build import SourceOptions, build_sources
+
+if TYPE_CHECKING:  # the stage imports numpy; a gateway without models never loads it
+    from edge_models.stage import EdgeStage
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +364,9 @@ class GatewayDaemon:
                 groups.setdefault(key, (device.model, set()))[1].add(device.id)
         if not groups:
             return []
+        from edge_models.boards import load_board
+        from edge_models.stage import EdgeStage
+
         board = load_board(self.config.board)
 
         def emit(records: list[Record], priority: int) -> None:  # called on the loop

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from cloud_bridge.senml import Record
 from drivers.ble.profile import BleProfile
@@ -24,7 +23,6 @@ from drivers.coap.profile import CoapProfile
 from drivers.serial import SerialSettings
 from drivers.serial.line_sensor import SentenceMap, default_sentences
 from drivers.serial.profile import SerialLineProfile
-from edge_models.stage import EdgeStage
 from gateway.config import (
     BleGattTransport,
     DeviceConfig,
@@ -37,6 +35,9 @@ from gateway.sources import Backoff, Sink, Source
 from gateway.sources.ble import BleSource, GattDevice, LinkFactory, SourceFactory
 from gateway.sources.coap import CoapDevice, CoapSource
 from gateway.sources.serial_line import SerialLineSource
+
+if TYPE_CHECKING:  # numpy comes with it; only gateways with models load it
+    from edge_models.stage import EdgeStage
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ def frame_handler(
         return None
     spec = profile.frame if profile is not None else None
     frame_name = profile.frame_quantity if profile is not None else None
+
+    import numpy as np  # only a gateway with a frame model gets here
 
     def handle(blob: Blob) -> None:
         if frame_name is not None and blob.name.rpartition("/")[2] != frame_name:
