@@ -46,7 +46,7 @@ from drivers.registry import DriverInfo, SourceProfile
 from drivers.serial import SerialSettings
 from drivers.serial.profile import SerialLineProfile
 from drivers.sim.modbus_server import ModbusSimulator
-from drivers.sim.rtu_sim import RtuFault, RtuSimulator
+from drivers.sim.rtu_sim import RtuSimulator
 from drivers.sim.scenario import (
     DeviceSpec,
     FaultSpec,
@@ -420,13 +420,7 @@ async def serve(scenario: Scenario, transport: str) -> AsyncIterator[_Rig]:
         )
 
         def set_rtu_time(t: float) -> None:
-            rtu.set_time(t)
-            for device in scenario.devices:  # the RTU simulator takes wire faults per unit
-                fault = wire_fault_at(device, t)
-                if fault is None:
-                    rtu.faults.pop(device.device_id, None)
-                else:
-                    rtu.faults[device.device_id] = _rtu_fault(fault)
+            rtu.set_time(t)  # the simulator acts out the scenario's wire faults at t itself
 
         try:
             yield _Rig(serial, set_rtu_time, rtu.model.values)
@@ -444,13 +438,6 @@ async def serve(scenario: Scenario, transport: str) -> AsyncIterator[_Rig]:
     finally:
         await tcp.close()
         await sim.stop()
-
-
-def _rtu_fault(fault: FaultSpec) -> RtuFault:
-    if fault.kind == "slow":
-        assert fault.delay is not None
-        return RtuFault("slow", delay_s=fault.delay)
-    return RtuFault("garbage")
 
 
 async def read_device(
