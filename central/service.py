@@ -307,12 +307,12 @@ class CentralService:
         for m in batch:
             if m.qos > 0:
                 paho.ack(m.mid, m.qos)
+        if issued:  # warnings first: the gateways' confirmations can wait a moment
+            self.delivery.on_issued(issued)
+            await self._publish_pending(client)
         await self._confirm(client)
         self.counters["messages"] += len(batch)
         self.counters["batches"] += 1
-        if issued:
-            self.delivery.on_issued(issued)
-            await self._publish_pending(client)
 
     async def _confirm(self, client: aiomqtt.Client) -> None:
         """Tell each gateway which packs are committed, so it can delete them.

@@ -164,6 +164,11 @@ class Store:
             "CREATE INDEX IF NOT EXISTS readings_time_flags ON readings (gateway, epoch, tq)"
             " WHERE tq <> 0"
         )
+        # Publishing looks for unpublished alerts after every warning: no scan of them all.
+        self.db.execute(
+            "CREATE INDEX IF NOT EXISTS alerts_unpublished ON alerts (created_at)"
+            " WHERE published = 0"
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -419,9 +424,15 @@ class Store:
             )
 
     def mark_published(self, identifiers: Sequence[str]) -> None:
-        self.db.executemany(
-            "UPDATE alerts SET published = 1 WHERE identifier = ?", [(i,) for i in identifiers]
-        )
+        with self.db.transaction():
+            if self.dialect == "postgresql":
+                # No wait for the WAL flush: a mark lost in a crash only re-publishes the same
+                # CAP message (same identifier), and the wait sat in every warning's path.
+                self.db.execute("SET LOCAL synchronous_commit TO OFF")
+            self.db.executemany(
+                "UPDATE alerts SET published = 1 WHERE identifier = ?",
+                [(i,) for i in identifiers],
+            )
 
     def unpublished_alerts(self) -> list[tuple[str, bytes]]:
         rows = self.db.execute(
