@@ -16,7 +16,11 @@ from central.store import Store
 from tests.pgschema import private_schema
 from tests.test_ingest import *  # noqa: F403  (the tests, collected again here)
 from tests.test_ingest_event_time import *  # noqa: F403
-from tests.test_time import *  # noqa: F403
+from tests.test_time import (  # noqa: F401  (those of test_time that open a Store)
+    test_corrections_apply_to_readings_stored_before_and_after_them,
+    test_implausible_times_are_stored_flagged_and_never_judged,
+    test_times_before_1978_are_relative_in_senml_and_rejected_without_a_receipt_time,
+)
 
 
 @pytest.fixture(autouse=True)
