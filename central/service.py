@@ -217,7 +217,8 @@ class CentralService:
         (shared mode), the liveness tick every second, retention in bounded chunks."""
         poll_s = self.config.workers.poll_s
         next_tick = next_check = time.monotonic()
-        next_retention = time.monotonic() + 5.0  # not in the middle of start-up
+        # The first run soon after start-up, not in the middle of it.
+        next_retention = time.monotonic() + min(5.0, self.config.retention.interval_s)
         while not stop.is_set():
             issued: list[IssuedMessage] = []
             busy = False

@@ -117,3 +117,41 @@ def test_nothing_expires_without_retention(store):
     config = RetentionConfig(raw_days=None, minute_days=None)
     assert Retention(store.db, config, clock=lambda: NOW).run().chunks == 0
     assert count(store) == 50
+
+
+async def test_the_service_keeps_retention_in_the_background(tmp_path, mosquitto):
+    """central's housekeeping task: expired readings are rolled up and deleted while the
+    service runs (single mode: the one process is the leader)."""
+    import asyncio
+    import time
+
+    from central.config import CentralConfig
+    from central.service import CentralService
+    from tests.test_e2e import running, wait_until
+
+    config = CentralConfig.model_validate(
+        {
+            "broker": {"url": mosquitto.url},
+            "storage": {"url": f"sqlite:///{tmp_path / 'central.db'}"},
+            "http": {"port": 0},
+            "client_id": "central-retention",
+            "retention": {"raw_days": 30, "interval_s": 0.5, "chunk_rows": 100},
+        }
+    )
+    central = CentralService(config)
+    now = time.time()
+    old = series("gas-1", now - 40 * DAY_S, 450, 7.0)
+    recent = series("gas-1", now - 600, 20, 10.0)
+    _seq_start = next(_seq)
+    for i, chunk in enumerate((old[:200], old[200:], recent)):
+        central.store.ingest([Pack("gw-1", 2, _seq_start + i, tuple(chunk))], now)
+    async with running(central.run):
+        await asyncio.wait_for(central.ready.wait(), 10)
+
+        async def expired_gone() -> bool:
+            return count(central.store, f"WHERE t < {now - 30 * DAY_S}") == 0
+
+        await wait_until(expired_gone, 15, "retention to run")
+        assert count(central.store) == len(recent)
+        assert stored(central.store, "readings_1m") == buckets(old, 60)
+        assert central.counters["retention_raw_deleted"] == len(old)

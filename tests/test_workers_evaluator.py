@@ -175,3 +175,16 @@ def test_the_advisory_lock_elects_one_leader_and_frees_on_session_end(url):
     one.release()  # as when the process dies: the server ends the session
     assert two.try_acquire()
     two.release()
+
+
+def test_shared_workers_need_postgresql_and_a_storage_url_is_checked():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"needs storage\.url postgresql"):
+        CentralConfig.model_validate({"workers": {"mode": "shared"}})
+    with pytest.raises(ValidationError, match="sqlite:///PATH or postgresql"):
+        CentralConfig.model_validate({"storage": {"url": "mysql://db/central"}})
+    shared = CentralConfig.model_validate(
+        {"workers": {"mode": "shared"}, "storage": {"url": "postgresql://central@db/sl"}}
+    )
+    assert shared.storage.dialect == "postgresql"
