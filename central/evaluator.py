@@ -48,8 +48,10 @@ class QueueEvaluator:
         reorder_wait_s: float = 0.5,
         batch_max: int = 2000,
         clock: Callable[[], float] = time.monotonic,
+        term: int | None = None,
     ) -> None:
         self.store = store
+        self.term = term  # the leader's fencing token (Store.begin_term); None: unfenced
         self.pipeline = pipeline
         self.reorder_wait_s = reorder_wait_s
         self.batch_max = batch_max
@@ -66,6 +68,8 @@ class QueueEvaluator:
             return []
         received_at = max(q.received_at for q in ready)
         with self.store.db.transaction():
+            if self.term is not None:
+                self.store.check_term(self.term)
             self.store.dequeue([q.pack.key for q in ready])
             issued = self.pipeline.evaluate([q.pack for q in ready], received_at)
         for q in ready:

@@ -6,9 +6,10 @@ follower to ask gets it. Keyed by (``key``, the schema's name) so that deploymen
 database but not a schema never contend.
 
 Split brain (a leader whose lock connection broke but which has not noticed yet) cannot
-issue a warning twice: judged packs leave ``pack_queue`` in the same transaction as the CAP
-they cause, and a second evaluator's delete finds them gone and rolls back
-(``Store.dequeue``).
+issue a warning twice: each leader takes a new term (``Store.begin_term``) and checks it in
+every transaction that issues warnings (``Store.check_term``); judged packs also leave
+``pack_queue`` in the same transaction as the CAP they cause, so a second evaluator's delete
+finds them gone and rolls back (``Store.dequeue``).
 """
 
 from __future__ import annotations

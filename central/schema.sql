@@ -130,3 +130,10 @@ CREATE TABLE IF NOT EXISTS readings_1h (
     PRIMARY KEY (gateway, device, quantity, bucket)
 );
 CREATE INDEX IF NOT EXISTS readings_1h_by_bucket ON readings_1h (bucket);
+
+-- Several workers: the leader's fencing token. Each new leader takes the next term; every
+-- transaction in which a leader issues warnings first checks that its term is still current.
+CREATE TABLE IF NOT EXISTS leader_term (
+    id   INTEGER PRIMARY KEY,
+    term BIGINT NOT NULL
+);

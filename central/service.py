@@ -193,9 +193,10 @@ class CentralService:
                     await asyncio.sleep(workers.leader_retry_s)
                     continue
                 log.info("central: %s is the leader", self.config.client_id)
+                term = self.store.begin_term()  # fences off any earlier leader's writes
                 pipeline = self._evaluating_pipeline()
                 self.evaluator = QueueEvaluator(
-                    self.store, pipeline, reorder_wait_s=workers.reorder_wait_s
+                    self.store, pipeline, reorder_wait_s=workers.reorder_wait_s, term=term
                 )
                 self.counters["leader"] = True
                 try:
@@ -203,6 +204,11 @@ class CentralService:
                     await self._chores(pipeline, stop, lock)
                 except QueueClaimLost as exc:
                     log.warning("central: another leader judged packs first (%s)", exc)
+                except Exception:
+                    # Whatever failed was rolled back; step down, and (if elected again)
+                    # start over from the database rather than from half-updated memory.
+                    log.exception("central: leader chores failed; stepping down")
+                    await asyncio.sleep(workers.leader_retry_s)
                 finally:
                     self.counters["leader"] = False
                     self.evaluator = None
@@ -230,7 +236,7 @@ class CentralService:
             if mono >= next_tick:
                 next_tick = mono + 1.0
                 if hasattr(pipeline, "tick"):
-                    issued += pipeline.tick(time.time()) or []
+                    issued += self._tick(pipeline)
                 # else: liveness (sensor_offline) comes with IngestPipeline.tick (rules).
             if issued:
                 self.delivery.on_issued(issued)
@@ -246,6 +252,15 @@ class CentralService:
                 await asyncio.sleep(0)  # more may be queued: go on after letting ingest run
             else:
                 await asyncio.sleep(poll_s if self.evaluator is not None else 1.0)
+
+    def _tick(self, pipeline: IngestPipeline) -> list[IssuedMessage]:
+        """Liveness on the wall clock; on a leader, fenced by its term like the evaluator."""
+        term = self.evaluator.term if self.evaluator is not None else None
+        if term is None:
+            return pipeline.tick(time.time()) or []
+        with self.store.db.transaction():
+            self.store.check_term(term)
+            return pipeline.tick(time.time()) or []
 
     async def _retention(self) -> None:
         now = time.time()

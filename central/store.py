@@ -348,6 +348,27 @@ class Store:
         if removed != len(keys):
             raise QueueClaimLost(f"{len(keys) - removed} of {len(keys)} packs judged elsewhere")
 
+    def begin_term(self) -> int:
+        """A new leader's fencing token: the next term (central/leader.py)."""
+        with self.db.transaction():
+            (term,) = self.db.execute(
+                "INSERT INTO leader_term (id, term) VALUES (1, 1) ON CONFLICT (id)"
+                " DO UPDATE SET term = leader_term.term + 1 RETURNING term"
+            ).fetchone()
+        return int(term)
+
+    def check_term(self, term: int) -> None:
+        """Inside the transaction that issues warnings: is ``term`` still the current one?
+
+        On PostgreSQL the row is share-locked until that transaction ends, so a successor's
+        ``begin_term`` waits for it, and everything after sees the new term.
+        """
+        lock = " FOR SHARE" if self.dialect == "postgresql" else ""
+        row = self.db.execute(f"SELECT term FROM leader_term WHERE id = 1{lock}").fetchone()
+        current = int(row[0]) if row else None
+        if current != term:
+            raise QueueClaimLost(f"leader term {term} superseded by {current}")
+
     def record_rejection(self, gateway: str, reason: str, detail: str) -> None:
         self.db.execute(
             "INSERT INTO rejections (gateway, reason, count, last_detail) VALUES (?, ?, 1, ?)"

@@ -188,3 +188,22 @@ def test_shared_workers_need_postgresql_and_a_storage_url_is_checked():
         {"workers": {"mode": "shared"}, "storage": {"url": "postgresql://central@db/sl"}}
     )
     assert shared.storage.dialect == "postgresql"
+
+
+def test_a_superseded_leader_cannot_issue_even_from_packs_it_alone_saw(url, tmp_path):
+    """Fencing: a new leader's term ends the old one's, before any of its deletes."""
+    worker = Worker(url)
+    old = evaluator(url)
+    old.term = old.store.begin_term()
+    for pack in packs()[:2]:
+        worker.send(pack)
+    old.step()  # still the leader: judges
+    new = evaluator(url)
+    new.term = new.store.begin_term()  # elected while the old one is partitioned away
+    for pack in packs()[2:8]:  # the leak; only the old leader looks at the queue
+        worker.send(pack)
+    with pytest.raises(QueueClaimLost, match="superseded"):
+        old.step()
+    assert alerts(worker.store) == []  # nothing issued by the old leader
+    new.step()
+    assert alerts(worker.store) == reference(tmp_path)[:3]  # Alert, Update, Update: once
