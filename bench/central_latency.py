@@ -115,7 +115,10 @@ async def alarms(client: aiomqtt.Client, count: int, spacing: float, tag: str) -
 
 async def scenario(work: Path, name: str, storage_url: str, rate: float, args: Any) -> dict:
     with Mosquitto(work) as broker:
-        central = CentralWorker(work, f"central-{name}", broker.url, storage_url).start()
+        extra = f"ingest_batch_max_bytes: {args.batch_bytes}\n" if args.batch_bytes else ""
+        central = CentralWorker(
+            work, f"central-{name}", broker.url, storage_url, extra=extra
+        ).start()
         try:
             await central.subscribed()
             caps = CapArrivals()
@@ -203,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing", type=float, default=0.25, help="seconds between alarms")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pg", default=PG_DEFAULT, help="PostgreSQL server URL")
+    parser.add_argument(
+        "--batch-bytes", type=int, help="central's ingest_batch_max_bytes (default: its own)"
+    )
     args = parser.parse_args(argv)
     if args.alarms is None:
         args.alarms = 20 if args.quick else 100
@@ -216,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "readings_per_pack": PER_PACK,
         "alarms": args.alarms,
         "spacing_s": args.spacing,
+        "central_batch_bytes": args.batch_bytes or "default (128 KiB)",
     }
     asyncio.run(run(args, report))
     report.notes.append(
