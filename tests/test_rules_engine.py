@@ -181,6 +181,20 @@ def test_tick_uses_the_wall_clock_and_spares_gateways_that_said_offline():
     assert h.engine.tick(T0 + 101) == []  # said once
 
 
+def test_tick_spares_a_gateway_whose_every_series_went_quiet_at_once():
+    """A gateway power cut is not N sensor faults: one silent series among live ones is."""
+    h = Harness(gas_asset("g1"), gas_asset("g2"))
+    for i in range(3):
+        h.send("g1", "ch4_lel", T0 + i * 10, 0.01, ut=10)
+        h.send("g2", "ch4_lel", T0 + i * 10, 0.01, ut=10)
+    assert h.engine.tick(T0 + 200) == []  # both overdue together: the gateway went quiet
+    assert h.engine.gateway_silent == {"gw"}
+    h.send("g1", "ch4_lel", T0 + 200, 0.01, ut=10)  # back, but only one of its sensors
+    [(asset, tr)] = h.engine.tick(T0 + 205)
+    assert (asset, tr.warning_type, tr.rule_id) == ("g2", "sensor_offline", "liveness.wall_clock")
+    assert h.engine.gateway_silent == set()
+
+
 # --- lanes --------------------------------------------------------------------------------
 
 

@@ -115,6 +115,7 @@ class RuleEngine:
         self._touched: set[str] = set()
         self._next_due: dict[str, float] = {}  # gateway -> earliest possible offline time
         self.gateway_offline: set[str] = set()
+        self.gateway_silent: set[str] = set()  # every series overdue at once (tick)
         self.problems: list[str] = []  # bad per-asset overrides, reported not fatal
         self.counters = {"skipped_quality": 0, "out_of_order": 0, "spikes": 0, "range": 0}
 
@@ -406,15 +407,32 @@ class RuleEngine:
         return out
 
     def tick(self, now: float) -> list[tuple[str, Transition]]:
-        """Series silent on the wall clock (gateways known to be offline excepted)."""
+        """Series silent on the wall clock (gateways known to be offline excepted).
+
+        When every series of a gateway is overdue at once, the gateway (or its uplink) is
+        what went quiet, not its sensors: the broker's last will says so a keep-alive later,
+        and the backlog arrives when it is back. Flagging each sensor offline would flood
+        operators with one internal alarm per sensor (and the leader with CAP messages), so
+        such a gateway is skipped; its series are still judged on its event-time progress.
+        """
         out: list[tuple[str, Transition]] = []
         for gateway, by_name in self._series.items():
             if gateway in self.gateway_offline:
                 continue
+            overdue: list[_Series] = []
+            live = 0
             for s in by_name.values():
                 if not s.tracked or s.offline or s.last_live == -math.inf:
                     continue
+                live += 1
                 limit = self._limit(s)
                 if limit is not None and now - s.last_live > limit:
-                    out.append((s.asset, self._offline(s, now, "wall_clock")))
+                    overdue.append(s)
+            if live > 1 and len(overdue) == live:
+                if gateway not in self.gateway_silent:
+                    self.gateway_silent.add(gateway)
+                    log.warning("gateway %s: all %d series silent; waiting for it", gateway, live)
+                continue
+            self.gateway_silent.discard(gateway)
+            out += [(s.asset, self._offline(s, now, "wall_clock")) for s in overdue]
         return out
