@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import random
-import socket
 import time
 from collections import deque
 from typing import Any
@@ -40,6 +39,7 @@ from cloud_bridge.mqtt import (
     message_replayed,
     paho_client,
     seq_ranges,
+    set_no_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,7 @@ class CentralService:
         self.config = config
         shared = config.workers.mode == "shared"
         self.store = Store(config.storage.url, queue_packs=shared)
-        self.registry = AssetRegistry(
-            config.assets, self.store.gateway_births(), db=self.store.db
-        )
+        self.registry = AssetRegistry(config.assets, self.store.gateway_births(), db=self.store.db)
         self.warnings = WarningManager(self.store, config.cap, self.registry.info)
         self.pipeline = IngestPipeline(
             self.store, self.registry, self.warnings, [GasCh4Rule(config.rules.gas_ch4)]
@@ -144,7 +142,7 @@ class CentralService:
                 paho_client(client).manual_ack_set(True)
                 async with client:
                     self.counters["mqtt_connects"] += 1
-                    _no_delay(client)
+                    set_no_delay(client)
                     await client.subscribe(self._telemetry_filter(), qos=1)
                     # Every worker sees every gateway's state (births bind devices to assets).
                     await client.subscribe(STATE_FILTER, qos=1)
@@ -360,15 +358,6 @@ def _take(lane: deque[aiomqtt.Message], max_count: int, max_bytes: int) -> list[
         batch.append(message)
         size += len(message.payload or b"")  # type: ignore[arg-type]
     return batch
-
-
-def _no_delay(client: aiomqtt.Client) -> None:
-    """TCP_NODELAY on central's own socket: a CAP published right after a PUBACK otherwise
-    waits behind Nagle for the broker's delayed ACK (~40 ms on an idle link)."""
-    sock = paho_client(client).socket()
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _as_bytes(payload: object) -> bytes:

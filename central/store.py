@@ -132,7 +132,7 @@ class Store:
 
     def _create_schema(self) -> None:
         schemas = resources.files("central")
-        for name in ("schema.sql", "schema_ops.sql"):
+        for name in ("schema.sql", "schema_ops.sql", "schema_delivery.sql"):
             self.db.script(schemas.joinpath(name).read_text())
         self._migrate()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +165,15 @@ def paho_client(client: aiomqtt.Client) -> Any:
     """The paho client inside aiomqtt: the one place that reaches past aiomqtt's public API
     (it has none for manual PUBACKs or the connection state). Re-check on aiomqtt upgrades."""
     return client._client
+
+
+def set_no_delay(client: aiomqtt.Client) -> None:
+    """TCP_NODELAY on a connected client's socket: a small QoS 1 publish right after another
+    otherwise waits behind Nagle for the broker's delayed ACK (~40 ms on an idle link)."""
+    sock = paho_client(client).socket()
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def is_connected(client: aiomqtt.Client) -> bool:

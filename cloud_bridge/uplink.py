@@ -33,6 +33,7 @@ from cloud_bridge.mqtt import (
     content_type_properties,
     is_connected,
     make_client,
+    set_no_delay,
     state_topic,
     telemetry_topic,
 )
@@ -122,6 +123,7 @@ class Uplink:
                 # aiomqtt warns above 10 pending publishes; a full window is normal here.
                 client.pending_calls_threshold = self.window * 2
                 async with client:
+                    set_no_delay(client)
                     self.counters.connects += 1
                     delay = self._backoff_initial
                     await client.publish(
