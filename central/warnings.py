@@ -147,6 +147,11 @@ class WarningManager:
         self, active: dict[tuple[str, str], WarningRow], key: tuple[str, str], tr: Transition
     ) -> IssuedMessage | None:
         current = active.get(key)
+        if current is not None and not self._still_active(current.id):
+            # Cleared by an operator through another worker (shared mode): this process's
+            # copy is stale; the stored row decides, so nothing is updated or cancelled twice.
+            del active[key]
+            current = None
         if tr.level is None:
             if current is None:
                 return None
@@ -156,6 +161,13 @@ class WarningManager:
         if current.level == tr.level:
             return None
         return self._issue("Update", tr.level, tr, current)
+
+    def _still_active(self, warning_id: str) -> bool:
+        """One primary-key read per level change (rare next to readings)."""
+        row = self.store.db.execute(
+            "SELECT active FROM warnings WHERE id = ?", (warning_id,)
+        ).fetchone()
+        return row is None or bool(row[0])  # not stored yet: this process just raised it
 
     # -- from operators ------------------------------------------------------------------
     def find(self, warning_id: str) -> dict[str, Any]:

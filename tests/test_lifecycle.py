@@ -251,3 +251,18 @@ def test_a_bad_position_from_a_birth_drops_the_area_not_the_warning(store, clock
     assert message is not None
     assert_valid_cap(message.xml)
     assert b"<circle>" not in message.xml and b"<areaDesc>far</areaDesc>" in message.xml
+
+
+def test_a_clear_made_by_another_worker_is_not_cancelled_or_updated_again(manager, store, clock):
+    """Shared mode: an operator clears on a follower; the leader's copy must not act on it."""
+    leader = manager
+    leader.apply(gas("yellow"))
+    warning_id = leader.list()[0]["id"]
+    registry = AssetRegistry([], {}, db=store.db)
+    follower = WarningManager(store, CapConfig(sender="sl@test"), registry.info, clock)
+    follower.clear(warning_id, "kim")
+    assert leader.apply(gas(None, t=T0 + 5)) is None  # already cancelled by the follower
+    again = leader.apply(gas("orange", t=T0 + 10))  # the condition is back: a fresh warning
+    assert again is not None and again.msg_type == "Alert"
+    cancels = [w for w in leader.list() if w["id"] == warning_id]
+    assert len(cancels) == 1 and cancels[0]["active"] is False
