@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
+# Test processes: the suite mostly waits on real brokers, servers and subprocesses.
+TEST_WORKERS ?= 4
 
 .PHONY: demo test lint bench clean mosquitto faketime chromium venv train
 
@@ -50,7 +52,7 @@ chromium:
 
 test: venv mosquitto faketime chromium
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: venv
 	$(VENV)/bin/ruff check .
