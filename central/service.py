@@ -25,6 +25,7 @@ from central.leader import LeaderLock
 from central.registry import AssetRegistry
 from central.retention import Retention
 from central.rules.gas import GasCh4Rule
+from central.rules_api import rules_router
 from central.store import QueueClaimLost, Store
 from central.warnings import IssuedMessage, WarningManager
 from cloud_bridge.mqtt import (
@@ -54,7 +55,11 @@ class CentralService:
         self.registry = AssetRegistry(config.assets, self.store.gateway_births(), db=self.store.db)
         self.warnings = WarningManager(self.store, config.cap, self.registry.info)
         self.pipeline = IngestPipeline(
-            self.store, self.registry, self.warnings, [GasCh4Rule(config.rules.gas_ch4)]
+            self.store,
+            self.registry,
+            self.warnings,
+            [GasCh4Rule(config.rules.gas_ch4)],
+            rules_dir=config.rules_dir,
         )
         # Several workers: this one only stores; the leader judges (central/evaluator.py).
         self.pipeline.evaluate_inline = not shared
@@ -76,10 +81,24 @@ class CentralService:
                 feeds_router(self.delivery),
                 webhooks_router(self.delivery),
                 dashboard_router(self.store.db),
+                rules_router(self.reload_rules),
             ],
         )
         self.ready = asyncio.Event()
         self.http_port: int | None = None
+
+    def reload_rules(self) -> list[str]:
+        """Re-read the rule sets (SIGHUP, or the admin API) in every pipeline that judges.
+
+        Raises ConfigError (file:line field) and keeps the rules in force when a file is bad.
+        """
+        problems = self.pipeline.reload_rules()
+        if self.evaluator is not None:
+            problems += self.evaluator.pipeline.reload_rules()
+        log.info("central: rules reloaded%s", f" ({len(problems)} problem(s))" if problems else "")
+        for problem in problems:
+            log.warning("central: rules: %s", problem)
+        return problems
 
     async def run(self, stop: asyncio.Event) -> None:
         server = uvicorn.Server(
