@@ -155,20 +155,20 @@ class IncidentTracker:
         incident.closed_event_time = None if active else event_time
 
     def _candidate(self, info: AssetInfo, event_time: float) -> Incident | None:
+        # One query for the open (or recently closed) incidents' member assets: this runs
+        # for every new warning, so no query per incident.
         rows = self.db.execute(
-            "SELECT id FROM incidents WHERE active = 1 OR closed_event_time >= ?"
-            " ORDER BY last_event_time DESC",
+            "SELECT i.id, m.asset FROM incidents i JOIN incident_members m ON m.incident = i.id"
+            " WHERE i.active = 1 OR i.closed_event_time >= ?"
+            " ORDER BY i.last_event_time DESC, i.id",
             (event_time - self.window_s,),
         ).fetchall()
-        for (incident_id,) in rows:
-            incident = self.get(incident_id)
-            if incident is None:
-                continue
-            if any(
-                close_in_space(info, self._asset_info(m.asset), self.radius_km)
-                for m in incident.members
-            ):
-                return incident
+        assets: dict[str, set[str]] = {}
+        for incident_id, asset in rows:  # dicts keep the newest-first order
+            assets.setdefault(incident_id, set()).add(asset)
+        for incident_id, members in assets.items():
+            if any(close_in_space(info, self._asset_info(a), self.radius_km) for a in members):
+                return self.get(incident_id)
         return None
 
     def _save(self, incident: Incident) -> None:
@@ -217,29 +217,33 @@ class IncidentTracker:
         return row[0] if row else None
 
     def get(self, incident_id: str) -> Incident | None:
-        row = self.db.execute(
-            "SELECT id, site, level, peak_level, active, opened_event_time, last_event_time,"
-            " closed_event_time FROM incidents WHERE id = ?",
-            (incident_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        members = self.db.execute(
-            "SELECT warning_id, asset, warning_type, level, active, joined_event_time"
-            " FROM incident_members WHERE incident = ? ORDER BY joined_event_time, warning_id",
-            (incident_id,),
-        ).fetchall()
-        return Incident(
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            bool(row[4]),
-            row[5],
-            row[6],
-            row[7],
-            [Member(m[0], m[1], m[2], m[3], bool(m[4]), m[5]) for m in members],
-        )
+        return self._load([incident_id]).get(incident_id)
+
+    def _load(self, ids: list[str]) -> dict[str, Incident]:
+        """Incidents with their members, in two queries whatever their number."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        incidents = {
+            row[0]: Incident(
+                row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7], []
+            )
+            for row in self.db.execute(
+                "SELECT id, site, level, peak_level, active, opened_event_time,"
+                f" last_event_time, closed_event_time FROM incidents WHERE id IN ({marks})",
+                ids,
+            ).fetchall()
+        }
+        for m in self.db.execute(
+            "SELECT incident, warning_id, asset, warning_type, level, active, joined_event_time"
+            f" FROM incident_members WHERE incident IN ({marks})"
+            " ORDER BY joined_event_time, warning_id",
+            ids,
+        ).fetchall():
+            incident = incidents.get(m[0])
+            if incident is not None:
+                incident.members.append(Member(m[1], m[2], m[3], m[4], bool(m[5]), m[6]))
+        return incidents
 
     def list(
         self, active: bool | None = None, site: str | None = None, limit: int = 1000
@@ -256,4 +260,5 @@ class IncidentTracker:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY last_event_time DESC, id LIMIT ?"
         ids = [r[0] for r in self.db.execute(sql, [*params, max(1, limit)]).fetchall()]
-        return [i for i in (self.get(x) for x in ids) if i is not None]
+        loaded = self._load(ids)
+        return [loaded[x] for x in ids if x in loaded]
