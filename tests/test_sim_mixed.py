@@ -218,7 +218,9 @@ def test_five_families_tells_each_story() -> None:
     lift = tcp.device("tower-lift")
     riding, jolt, stuck = (modbus.values(lift, t) for t in (20.0, 25.2, 60.0))
     assert float(riding["speed"]) == pytest.approx(1.6)  # type: ignore[arg-type]
-    assert float(jolt["acc_z"]) > 30  # 2.5 g above gravity  # type: ignore[arg-type]
+    # A 1.75 g jolt over gravity, inside the accelerometer's ±30 m/s² (the quality check
+    # would fail a reading at the register's limit, and the lift model would never see it).
+    assert 25 < float(jolt["acc_z"]) <= 30  # type: ignore[arg-type]
     assert stuck["speed"] == 0 and stuck["in_zone"] is False and stuck["occupied"] is True
     assert stuck["alarm_btn"] is True and stuck["door_open"] is False
     rain = ModbusSimulator(rtu, seed=0, noise=False).values(rtu.device("rain-roof"), 30.0)
