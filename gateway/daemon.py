@@ -158,15 +158,20 @@ def device_health(rt: GatewayRuntime) -> dict[str, DeviceHealth]:
 
 
 def device_status_values(rt: GatewayRuntime) -> list[tuple[str, float | None, str | None]]:
-    """Per device ``errors.<id>``, ``timeouts.<id>``, ``unparsable.<id>``; BLE availability."""
+    """Per device ``errors.<id>``, ``timeouts.<id>``, ``unparsable.<id>`` (first time and on
+    change); the sum over devices and BLE availability every time."""
     values: list[tuple[str, float | None, str | None]] = []
     health = device_health(rt)
+    sent = rt.device_counters_sent
     for device, h in sorted(health.items()):
-        values += [
-            (f"errors.{device}", h.errors, "count"),
-            (f"timeouts.{device}", h.timeouts, "count"),
-            (f"unparsable.{device}", h.unparsable, "count"),
-        ]
+        for name, count in (
+            (f"errors.{device}", h.errors),
+            (f"timeouts.{device}", h.timeouts),
+            (f"unparsable.{device}", h.unparsable),
+        ):
+            if sent.get(name) != count:  # first status: all of them, then only changes
+                sent[name] = count
+                values.append((name, count, "count"))
     values.append(("source_errors", sum(h.errors for h in health.values()), "count"))
     for source in rt.sources:
         if isinstance(source, BleSource):
@@ -222,6 +227,9 @@ class GatewayRuntime:
     stages: list[EdgeStage]
     reporting: ReportFilter | None = None
     sources: list[Source] = field(default_factory=list)  # CoAP, serial-line, BLE
+    # Per-device counters as last published: only changes are sent again (central keeps the
+    # latest value), so 200 healthy devices do not add 600 records to every status.
+    device_counters_sent: dict[str, float] = field(default_factory=dict)
 
 
 class GatewayDaemon:

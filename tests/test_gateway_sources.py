@@ -266,6 +266,8 @@ async def test_no_ble_stack_one_line_and_everything_else_polls(
                 await wait_until(_true(lambda: ble.unavailable is not None), 10, "BLE verdict")
                 health = {k: v for s in rt.sources for k, v in s.health().items()}
                 status = {name: value for name, value, _ in device_status_values(rt)}
+                status = rt.device_counters_sent | status  # counters go out when they change
+                again = [name for name, _, _ in device_status_values(rt) if "." in name]
     finally:
         await coap_sim.stop()
     lines = [r for r in caplog.records if "BLE" in r.getMessage() and r.levelno >= logging.WARNING]
@@ -274,6 +276,7 @@ async def test_no_ble_stack_one_line_and_everything_else_polls(
     assert "D-Bus" in text and "tag-1" in text and "env-1" in text
     assert health["tag-1"].state == health["env-1"].state == "unavailable"
     assert status["ble_available"] == 0.0 and status["errors.gas-1"] == 0
+    assert again == []  # unchanged per-device counters are not repeated
     assert not [
         r for r in caplog.records if r.name.startswith("drivers.ble") and r.levelno >= logging.ERROR
     ]
