@@ -397,6 +397,12 @@ _ASSET_TYPES = {
     "displacement": "displacement",
     "thermal": "thermal",
 }
+# Asset metadata the rules need: the retaining wall's design control values (the scenario's
+# crack opens 0.45 -> 1.9 mm, the wall tilts 0.0002 -> 0.004 rad and moves 18 mm east; the
+# rule wants two series to agree, k-of-n, before it warns).
+_ASSET_META: dict[str, dict[str, Any]] = {
+    "displacement": {"control_values": {"crack": 2.0, "tilt_x": 0.005, "gnss_e": 0.02}},
+}
 # Edge models the gateway attaches by family: the lift model needs 50 Hz acceleration.
 _MODELS: dict[str, tuple[dict[str, Any], float | None]] = {
     "thermal": ({"model": "thermal", "report_every": 2.0}, None),
@@ -504,6 +510,7 @@ async def _demo_mixed(
                 "name": f"{family} ({device_id})",
                 "type": "rain-gauge" if family == "rain" else _ASSET_TYPES.get(family, "generic"),
                 "location": {"lat": 31.8206, "lon": 117.2272},
+                "meta": _ASSET_META.get(family, {}),
                 "devices": [f"{DEMO_GATEWAY}/{device_id}"],
             }
             for device_id, (family, _) in families.items()
