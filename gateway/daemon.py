@@ -23,9 +23,16 @@ from drivers.modbus.driver_decoder import DriverDecoders
 from drivers.modbus.profile import DeviceProfile, load_profile
 from drivers.modbus.rtu import ModbusRtuEndpoint
 from drivers.modbus.transport import ModbusTcpEndpoint
+from drivers.registry import SourceProfile
 from edge_models.attachment import ModelAttachment
 from gateway.clock import ClockCorrection, GatewayClock
-from gateway.config import GatewayConfig, ModbusRtuTransport, ModbusTcpTransport, endpoint_key
+from gateway.config import (
+    GatewayConfig,
+    ModbusRtuTransport,
+    ModbusTcpTransport,
+    endpoint_key,
+    load_driver_profile,
+)
 from gateway.reporting import ReportFilter, profile_ranges
 from gateway.sources import DeviceHealth, Source
 from gateway.sources.ble import BleSource, LinkFactory, SourceFactory
@@ -269,11 +276,18 @@ class GatewayDaemon:
         # stages still see every reading (flagged), the outbox only what is reported.
         ranges: dict[str, tuple[float, float]] = {}
         profiles: dict[str, DeviceProfile] = {}  # parsed once, shared by the model's devices
+        source_profiles: dict[str, SourceProfile] = {}
         for d in cfg.devices:
-            if d.profile is not None and d.transport.type.startswith("modbus-"):
+            if d.profile is None:
+                continue
+            if d.transport.type.startswith("modbus-"):
                 if d.profile not in profiles:
                     profiles[d.profile] = load_profile(d.profile)
                 ranges.update(profile_ranges(d.id, profiles[d.profile]))
+            else:  # CoAP, serial line, BLE: the driver profile's points
+                if d.profile not in source_profiles:
+                    source_profiles[d.profile] = load_driver_profile(d.profile)
+                ranges.update(profile_ranges(d.id, source_profiles[d.profile]))
         reporting = ReportFilter(
             cfg.reporting,
             {d.id: d.reporting for d in cfg.devices if d.reporting is not None},

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud_bridge.senml import Record
 from drivers.modbus.profile import DeviceProfile
+from drivers.source_profile import SourceProfileBase
 
 __all__ = [
     "CHECKS",
@@ -254,6 +255,9 @@ class _Series:
     sent_value: object = None
     sent_quality: int | None = None
     sent_time: float | None = None
+    # The profile's plausible range: Modbus pollers mark values outside it themselves, the
+    # CoAP, serial and BLE sources leave it to this filter.
+    gross_range: tuple[float, float] | None = None
 
 
 class ReportFilter:
@@ -307,7 +311,7 @@ class ReportFilter:
         policy = self._policies.get(key)
         if policy is None:  # devices of one model share their policies
             policy = self._policies[key] = config.policy(record.quantity, point_range)
-        series = _Series(policy)
+        series = _Series(policy, gross_range=point_range)
         self._series[record.name] = series
         return series
 
@@ -326,6 +330,10 @@ class ReportFilter:
         policy = series.policy
         x = float(value)
         flagged = self.counters.flagged
+        bounds = series.gross_range
+        if bounds is not None and not bounds[0] <= x <= bounds[1]:
+            flagged["gross_range"] += 1
+            return replace(record, quality=QUALITY_FAIL)  # kept out of the histories too
         if policy.spike_limit is not None:
             flag = self._spike(series, x, policy.spike_limit)
             if flag is not None:
@@ -451,6 +459,9 @@ def _moved(last: object, value: object, policy: SeriesPolicy) -> bool:
     return abs(value - last) > max(policy.deadband, policy.deadband_relative * abs(last))
 
 
-def profile_ranges(device: str, profile: DeviceProfile) -> dict[str, tuple[float, float]]:
-    """The range of each series of one device, from its profile (for the spike limit)."""
+def profile_ranges(
+    device: str, profile: DeviceProfile | SourceProfileBase
+) -> dict[str, tuple[float, float]]:
+    """The plausible range of each series of one device, from its profile (any transport):
+    the gross range test, and the spike test's default limit."""
     return {f"{device}/{p.name}": p.range for p in profile.points if p.range is not None}

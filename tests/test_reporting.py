@@ -155,6 +155,18 @@ def test_spike_is_flagged_and_the_series_goes_on() -> None:
     assert flt.counters.flagged["spike"] == 1
 
 
+def test_values_outside_the_profile_range_fail_and_stay_out_of_the_histories() -> None:
+    """CoAP, serial and BLE sources do not range-check: the filter does, from the profile."""
+    flt = ReportFilter(ranges={"d1/x": (0.0, 100.0)})
+    xs = [10.0, 10.5, 140.0, 10.7, -3.0, 10.6]
+    checked, sent = flt.process(series(xs))
+    assert [r.quality for r in checked][2::2] == [QUALITY_FAIL, QUALITY_FAIL]
+    # 10.7 and 10.6 are judged against 10.0 and 10.5, not against 140 or -3
+    assert checked[3].quality == checked[5].quality == 1
+    assert [r.value for r in sent] == xs  # flagged, never dropped
+    assert flt.counters.flagged["gross_range"] == 2
+
+
 def test_a_step_costs_at_most_one_suspect_sample() -> None:
     flt = ReportFilter(ranges={"d1/x": (0.0, 100.0)})
     xs = [5.0, 5.0, 5.0, 80.0, 81.0, 80.5, 79.0]
