@@ -39,8 +39,11 @@ SITE, GATEWAY = "chaos-site", "gw-chaos"
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except sqlite3.OperationalError:
+            pass  # a database file caught mid-restart (no -shm yet): look again
         time.sleep(0.1)
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
