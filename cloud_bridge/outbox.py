@@ -56,6 +56,9 @@ _COUNTERS = (
     "records_acked",
     "packs_evicted",
     "records_evicted",
+    # Of those, records evicted after they were published but before central confirmed them:
+    # they may well have been stored (an eviction is a loss only for packs never sent).
+    "records_evicted_sent",
     "packs_expired",
     "records_expired",
     "corrupt_files_moved_aside",
@@ -115,6 +118,7 @@ class OutboxStats:
     records_acked: int
     packs_evicted: int
     records_evicted: int
+    records_evicted_sent: int
     packs_expired: int
     records_expired: int
     corrupt_files_moved_aside: int
@@ -347,25 +351,27 @@ class Outbox:
 
         ``below``: only packs of a lower priority than this may go (None: any).
         """
-        packs = records = 0
+        packs = records = records_sent = 0
         where = "" if below is None else f"WHERE priority < {int(below)}"
         while self._payload_bytes > target_bytes:
             victims = self._db.execute(
-                f"SELECT id, n_records, LENGTH(payload) FROM packs {where}"
+                f"SELECT id, n_records, LENGTH(payload), sent_at FROM packs {where}"
                 " ORDER BY priority, id LIMIT 64"
             ).fetchall()
             if not victims:
                 break
             chosen = []
-            for pack_id, n, size in victims:
+            for pack_id, n, size, sent_at in victims:
                 if self._payload_bytes <= target_bytes:
                     break
                 chosen.append((pack_id,))
                 self._payload_bytes -= size
                 packs += 1
                 records += n
+                if sent_at is not None:
+                    records_sent += n
             self._db.executemany("DELETE FROM packs WHERE id = ?", chosen)
-        self._bump(packs_evicted=packs, records_evicted=records)
+        self._bump(packs_evicted=packs, records_evicted=records, records_evicted_sent=records_sent)
 
     def expire(self) -> int:
         """Drop packs older than ``max_age_s``; returns how many records expired."""
