@@ -36,7 +36,7 @@ from central.rules.context import (
     make_transition,
     meters_between,
 )
-from central.rules.machine import NO_CAP, Debounce, LevelState, rank_up
+from central.rules.machine import NO_CAP, Debounce, LevelState, ThresholdSeries
 from central.rules.params import Levels, RuleParams
 
 Lane = Literal["live", "late", "skipped"]
@@ -522,23 +522,20 @@ class ToxicThresholdRule:
         self.rule_id = rule_id
         self.warning_type = params.warning_type
         self.quantities = (params.quantity,)
-        self._enter = params.levels.tuple()
-        self._hold = tuple(x - params.hysteresis for x in self._enter)
-        self._debounce = Debounce(params.raise_samples, 0.0, params.clear_samples)
-        self._states: dict[str, LevelState] = {}
+        self._levels = ThresholdSeries(
+            params.levels.tuple(),
+            params.hysteresis,
+            Debounce(params.raise_samples, 0.0, params.clear_samples),
+        )
 
     def step(
         self, ctx: AssetContext, series: str, quantity: str, t: float, value: Value, suspect: bool
     ) -> Output:
         if not isinstance(value, float):
             return None
-        s = self._states.get(series)
-        if s is None:
-            s = self._states[series] = LevelState()
-        enter, hold = rank_up(value, self._enter), rank_up(value, self._hold)  # type: ignore[arg-type]
-        if not self._debounce.step(s, t, enter, hold, 1 if suspect else NO_CAP):
+        if not self._levels.step(series, t, value, suspect):
             return None
-        level = level_of(s.emitted)
+        level = self._levels.level(series)
         return make_transition(
             series,
             self.warning_type,

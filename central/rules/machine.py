@@ -91,5 +91,34 @@ def rank_up(value: float, thresholds: tuple[float, float, float, float]) -> int:
     return 0
 
 
+class ThresholdSeries:
+    """Per-series level on fixed ascending thresholds: the common shape of a simple rule."""
+
+    __slots__ = ("_debounce", "_enter", "_hold", "_states")
+
+    def __init__(
+        self,
+        enter: tuple[float, float, float, float],
+        hysteresis: float,
+        debounce: Debounce,
+    ) -> None:
+        self._enter = enter
+        self._hold = tuple(x - hysteresis for x in enter)
+        self._debounce = debounce
+        self._states: dict[str, LevelState] = {}
+
+    def step(self, series: str, t: float, value: float, suspect: bool) -> bool:
+        """Advance ``series`` by one reading; True when its emitted level changed."""
+        s = self._states.get(series)
+        if s is None:
+            s = self._states[series] = LevelState()
+        enter = rank_up(value, self._enter)
+        hold = rank_up(value, self._hold)  # type: ignore[arg-type]
+        return self._debounce.step(s, t, enter, hold, 1 if suspect else NO_CAP)
+
+    def level(self, series: str) -> Level | None:
+        return level_of(self._states[series].emitted)
+
+
 def emitted_level(s: LevelState) -> Level | None:
     return level_of(s.emitted)

@@ -15,7 +15,7 @@ from pydantic import Field
 from central.registry import AssetInfo
 from central.rules.base import level_of
 from central.rules.context import AssetContext, Output, Value, make_transition, meta_float
-from central.rules.machine import NO_CAP, Debounce, LevelState, rank_up
+from central.rules.machine import NO_CAP, Debounce, LevelState, ThresholdSeries, rank_up
 from central.rules.params import RuleParams
 
 FLOOD_WARNING = "river_flood"
@@ -154,23 +154,20 @@ class RiverForecastRule:
         self.p = params
         self.rule_id = rule_id
         self.quantities = (params.quantity,)
-        self.enter = station_thresholds(info, params.near_m)
-        self.hold = tuple(x - params.hysteresis_m for x in self.enter)
-        self._debounce = Debounce(params.raise_samples, 0.0, params.clear_samples)
-        self._states: dict[str, LevelState] = {}
+        self._levels = ThresholdSeries(
+            station_thresholds(info, params.near_m),
+            params.hysteresis_m,
+            Debounce(params.raise_samples, 0.0, params.clear_samples),
+        )
 
     def step(
         self, ctx: AssetContext, series: str, quantity: str, t: float, value: Value, suspect: bool
     ) -> Output:
         if not isinstance(value, float):
             return None
-        s = self._states.get(series)
-        if s is None:
-            s = self._states[series] = LevelState()
-        enter, hold = rank_up(value, self.enter), rank_up(value, self.hold)  # type: ignore[arg-type]
-        if not self._debounce.step(s, t, enter, hold, 1 if suspect else NO_CAP):
+        if not self._levels.step(series, t, value, suspect):
             return None
-        level = level_of(s.emitted)
+        level = self._levels.level(series)
         return make_transition(
             series,
             FORECAST_WARNING,
