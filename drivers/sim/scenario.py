@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -317,12 +317,20 @@ class Scenario(_Strict):
 # --- evaluation -------------------------------------------------------------------------
 
 
+class FaultyDevice(Protocol):
+    """Any simulated device with scenario faults (Modbus here, CoAP/serial/BLE in
+    source_scenario): the fault helpers below serve both."""
+
+    @property
+    def faults(self) -> Sequence[FaultSpec]: ...
+
+
 def sample_rng(seed: int, device_id: str, t: float) -> random.Random:
     """A generator for one device at one sample time: noise depends on (seed, device, t) only."""
     return random.Random(f"{seed}/{device_id}/{t:.6f}")
 
 
-def effective_time(device: DeviceSpec, t: float) -> float:
+def effective_time(device: FaultyDevice, t: float) -> float:
     """The time the device's registers show: a whole-device stuck fault freezes them at `at`."""
     for fault in device.faults:
         if fault.kind == "stuck" and fault.point is None and fault.active(t):
@@ -330,7 +338,7 @@ def effective_time(device: DeviceSpec, t: float) -> float:
     return t
 
 
-def silent_at(device: DeviceSpec, t: float) -> bool:
+def silent_at(device: FaultyDevice, t: float) -> bool:
     return any(f.kind == "silent" and f.active(t) for f in device.faults)
 
 

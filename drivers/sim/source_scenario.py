@@ -52,13 +52,16 @@ from drivers.registry import (
     driver_transport,
     load_source_profile,
 )
-from drivers.sim.scenario import (
+from drivers.sim.scenario import (  # the fault helpers are shared with Modbus scenarios
     DeviceSpec,
     FaultSpec,
     Scenario,
     SignalSpec,
     available_scenarios,
+    effective_time,
+    sample_rng,
     scenario_dir,
+    silent_at,
 )
 from drivers.source_profile import SourcePoint
 from provisioning.configfile import ConfigError, ConfigProblem, load_yaml_model
@@ -332,23 +335,6 @@ def _duplicate_ids(ids: list[str], where: tuple[str, ...]) -> _Problems:
 
 
 # --- evaluation ------------------------------------------------------------------------------
-
-
-def sample_rng(seed: int, device_id: str, t: float) -> random.Random:
-    """Noise depends on (seed, device, t) only: replaying t gives the same reading."""
-    return random.Random(f"{seed}/{device_id}/{t:.6f}")
-
-
-def effective_time(device: SourceDevice, t: float) -> float:
-    """A whole-device stuck fault freezes the device at the fault's start."""
-    for fault in device.faults:
-        if fault.kind == "stuck" and fault.point is None and fault.active(t):
-            return fault.at
-    return t
-
-
-def silent_at(device: SourceDevice, t: float) -> bool:
-    return any(f.kind == "silent" and f.active(t) for f in device.faults)
 
 
 def wire_fault_at(device: SourceDevice, t: float) -> FaultSpec | None:
