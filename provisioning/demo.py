@@ -123,6 +123,20 @@ def start_broker(procs: Processes, console: Console, choice: str) -> tuple[str, 
     return f"mqtt://127.0.0.1:{port}", "3.1.1"
 
 
+def _central_config(
+    workdir: Path, broker_url: str, protocol: str, http_port: int, assets: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The demo's central: SQLite in the working directory, loopback HTTP, these assets."""
+    return {
+        "broker": {"url": broker_url, "protocol": protocol},
+        "storage": {"url": f"sqlite:///{workdir / 'central.db'}"},
+        "http": {"host": "127.0.0.1", "port": http_port},
+        "cap": {"sender": "sentryline-demo@localhost", "identifier_prefix": "demo"},
+        "auth": {"anonymous_role": "viewer"},  # the demo's console reads without a token
+        "assets": assets,
+    }
+
+
 def _http_json(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return json.loads(response.read())
@@ -270,13 +284,12 @@ async def _demo(
     broker = BrokerSettings(url=broker_url, protocol=protocol)  # type: ignore[arg-type]
     central_port = free_port()
     sim_port = free_port()
-    central_cfg = {
-        "broker": {"url": broker_url, "protocol": protocol},
-        "storage": {"url": f"sqlite:///{workdir / 'central.db'}"},
-        "http": {"host": "127.0.0.1", "port": central_port},
-        "cap": {"sender": "sentryline-demo@localhost", "identifier_prefix": "demo"},
-        "auth": {"anonymous_role": "viewer"},  # the demo's console reads without a token
-        "assets": [
+    central_cfg = _central_config(
+        workdir,
+        broker_url,
+        protocol,
+        central_port,
+        [
             {
                 "id": "pipe-gallery-a3",
                 "name": "Pipe gallery A, section 3",
@@ -285,7 +298,7 @@ async def _demo(
                 "devices": [f"{DEMO_GATEWAY}/{d.id}" for d in scenario.devices],
             }
         ],
-    }
+    )
     poll = round(0.5 / speed, 4)
     gateway_cfg = {
         "site": DEMO_SITE,
@@ -498,13 +511,12 @@ async def _demo_mixed(
     broker_url, protocol = start_broker(procs, console, broker_choice)
     broker = BrokerSettings(url=broker_url, protocol=protocol)  # type: ignore[arg-type]
     central_port = free_port()
-    central_cfg = {
-        "broker": {"url": broker_url, "protocol": protocol},
-        "storage": {"url": f"sqlite:///{workdir / 'central.db'}"},
-        "http": {"host": "127.0.0.1", "port": central_port},
-        "cap": {"sender": "sentryline-demo@localhost", "identifier_prefix": "demo"},
-        "auth": {"anonymous_role": "viewer"},
-        "assets": [
+    central_cfg = _central_config(
+        workdir,
+        broker_url,
+        protocol,
+        central_port,
+        [
             {
                 "id": f"asset-{device_id}",
                 "name": f"{family} ({device_id})",
@@ -515,7 +527,7 @@ async def _demo_mixed(
             }
             for device_id, (family, _) in families.items()
         ],
-    }
+    )
     (workdir / "central.yaml").write_text(yaml.safe_dump(central_cfg, sort_keys=False))
     poll = round(0.5 / speed, 4)
 
