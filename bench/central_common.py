@@ -152,6 +152,7 @@ class CentralWorker:
         storage_url: str,
         *,
         shared_group: str | None = None,
+        reorder_wait_s: float | None = None,
         extra: str = "",
     ) -> None:
         self.name = name
@@ -165,13 +166,14 @@ class CentralWorker:
             f"client_id: bench-{name}-{os.getpid()}-{self.http_port}",
         ]
         if shared_group:
-            lines.append(f"workers: {{mode: shared, group: {shared_group}}}")
+            reorder = "" if reorder_wait_s is None else f", reorder_wait_s: {reorder_wait_s}"
+            lines.append(f"workers: {{mode: shared, group: {shared_group}{reorder}}}")
         self.config.write_text("\n".join(lines) + "\n" + extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self._subscribed_before = 0
 
     def start(self) -> CentralWorker:
-        self._subscribed_before = self._log_text().count("central: subscribed")
+        self._subscribed_before = self.log_text().count("central: subscribed")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -191,22 +193,22 @@ class CentralWorker:
             )
         return self
 
-    def _log_text(self) -> str:
+    def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     async def subscribed(self, within_s: float = 60.0) -> None:
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
-            if self._log_text().count("central: subscribed") > self._subscribed_before:
+            if self.log_text().count("central: subscribed") > self._subscribed_before:
                 return
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self._log_text()[-3000:]}")
+                raise RuntimeError(f"{self.name} exited:\n{self.log_text()[-3000:]}")
             await asyncio.sleep(0.05)
         raise RuntimeError(f"{self.name} not subscribed after {within_s}s")
 
     @property
     def is_leader(self) -> bool:
-        return "is the leader" in self._log_text()
+        return "is the leader" in self.log_text()
 
     def kill(self) -> None:
         if self.proc is not None:

@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -25,6 +21,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from bench.central_common import CentralWorker
 from central.cap import parse_cap
 from central.config import CentralConfig, load_central_config
 from central.ingest import AssetRegistry, Inbound, IngestPipeline
@@ -34,7 +31,7 @@ from central.store import Store
 from central.warnings import WarningManager
 from cloud_bridge.mqtt import ALERTS_TOPIC, ack_topic, telemetry_topic
 from cloud_bridge.senml import Pack, Record, encode_pack
-from provisioning.localnet import free_port, stop_process, wait_for_port
+from provisioning.localnet import wait_for_port
 from tests.pgschema import private_schema
 
 pytestmark = pytest.mark.slow
@@ -78,61 +75,6 @@ def reference(tmp_path: Path) -> dict[str, list[tuple[str, str]]]:
                     out[m.asset].append((m.msg_type, m.level))
     store.close()
     return dict(out)
-
-
-class Worker:
-    def __init__(self, tmp_path: Path, name: str, broker_url: str, db_url: str, group: str):
-        self.log = tmp_path / f"{name}.log"
-        self.config = tmp_path / f"{name}.yaml"
-        self.http_port = free_port()
-        self.config.write_text(
-            f"broker: {{url: '{broker_url}'}}\n"
-            f"storage: {{url: '{db_url}'}}\n"
-            f"http: {{host: 127.0.0.1, port: {self.http_port}}}\n"
-            f"client_id: {group}-{name}\n"
-            f"workers: {{mode: shared, group: {group}, reorder_wait_s: 60}}\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._subscribed_before = self.log_text().count("subscribed ($share/")
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "provisioning.cli",
-                    "central",
-                    "run",
-                    "--config",
-                    str(self.config),
-                    "--log-level",
-                    "info",
-                ],
-                cwd=REPO_ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    async def subscribed(self, within_s: float = 30.0) -> None:
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            if self.log_text().count("subscribed ($share/") > self._subscribed_before:
-                return
-            assert self.proc and self.proc.poll() is None, self.log_text()[-3000:]
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"worker not subscribed:\n{self.log_text()[-3000:]}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=15)
 
 
 class Publisher:
@@ -191,7 +133,10 @@ async def test_two_workers_share_the_load_and_survive_a_killed_leader(tmp_path, 
     )
     group = f"w{uuid.uuid4().hex[:8]}"
     with private_schema("workers") as db_url:
-        workers = [Worker(tmp_path, n, mosquitto.url, db_url, group) for n in ("one", "two")]
+        workers = [
+            CentralWorker(tmp_path, n, mosquitto.url, db_url, shared_group=group, reorder_wait_s=60)
+            for n in ("one", "two")
+        ]
         # Every table once, before two processes start together.
         CentralService(load_central_config(workers[0].config)).store.close()
         db = Store(db_url)
